@@ -1,0 +1,56 @@
+"""The ``medslm`` command: ``run``, ``validate`` and ``steps``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medslm.params import STEP_DIRS, STEP_ORDER, STEP_PARAMS, ProfileError, load_profile
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medslm", description="Run the medslm recipe notebooks from a profile.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="validate a profile, then run its steps with papermill")
+    run.add_argument("profile", help="profile YAML, e.g. params/smoke.yaml")
+    run.add_argument("--steps", help="comma-separated steps to run (default: all steps of the profile)")
+    run.add_argument("--from", dest="from_step", help="run this step and the ones after it")
+    run.add_argument("--force", action="store_true", help="run steps even when unchanged")
+    val = sub.add_parser("validate", help="validate a profile and report every problem")
+    val.add_argument("profile")
+    sub.add_parser("steps", help="list the recipe's steps and their notebooks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "steps":
+            for name in STEP_ORDER:
+                state = "ready" if name in STEP_PARAMS else "planned"
+                print(f"{name:17s} notebooks/{STEP_DIRS[name]}.ipynb  [{state}]")
+            return 0
+        if args.command == "validate":
+            prof = load_profile(args.profile)
+            print(f"{args.profile}: valid; run {prof.run.name!r} → {prof.run_dir()}; steps: {', '.join(prof.step_names())}")
+            return 0
+        from medslm.runner import StepFailed, run_profile
+
+        try:
+            run_dir = run_profile(args.profile, steps=_split(args.steps), from_step=args.from_step, force=args.force)
+        except StepFailed as e:
+            print(f"medslm: {e}", file=sys.stderr)
+            return 1
+        print(f"run directory: {run_dir}")
+        return 0
+    except ProfileError as e:
+        print(f"medslm: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Loading and saving models and tokenizers, precision choice, LoRA/QLoRA configs and memory figures.
+
+Security defaults: safetensors only (``use_safetensors=True``), ``trust_remote_code`` off unless a parameter turns
+it on. A model reference is a hub id or a local folder; local folders never touch the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but no CUDA GPU is visible; use device: auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} is not one of auto, cpu, cuda")
+    return device
+
+
+def choose_precision(device: str, precision: Precision = "auto") -> str:
+    """Training/inference precision: fp32 on CPU (bf16 there is 5–45× slower), bf16 on GPUs that support it
+    (Ampere and newer), fp16 on older GPUs such as T4 or P100. An explicit choice is checked, not overridden."""
+    device = resolve_device(device)
+    if precision != "auto":
+        if device == "cpu" and precision == "fp16":
+            raise ValueError("precision fp16 is not supported for training on a CPU; use fp32 (or auto)")
+        if device == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ValueError("this GPU does not support bf16 (pre-Ampere, e.g. T4/P100); use fp16 or auto")
+        return precision
+    if device == "cpu":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name (fp32, bf16, fp16)."""
+    try:
+        return _DTYPES[precision]
+    except KeyError:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(_DTYPES)}") from None
+
+
+def is_local(ref: str | Path) -> bool:
+    """Whether a model reference is a local folder (else it is taken as a hub id)."""
+    return Path(ref).expanduser().is_dir()
+
+
+def _hub_kwargs(ref: str | Path, revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
+    if not is_local(ref):
+        kwargs["revision"] = revision
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            kwargs["local_files_only"] = True
+    return kwargs
+
+
+def load_tokenizer(ref: str | Path, revision: str | None = None, trust_remote_code: bool = False):
+    """Load a tokenizer from a local folder or hub id; a pad token is set (EOS) when the tokenizer has none."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ref), **_hub_kwargs(ref, revision, trust_remote_code))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    ref: str | Path,
+    *,
+    device: str = "auto",
+    precision: Precision = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    quantization_config: Any = None,
+):
+    """Load a causal LM (safetensors only) in the chosen precision on the chosen device."""
+    from transformers import AutoModelForCausalLM
+
+    dev = resolve_device(device)
+    dtype = torch_dtype(choose_precision(dev, precision))
+    kwargs = _hub_kwargs(ref, revision, trust_remote_code)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(ref), dtype=dtype, use_safetensors=True, **kwargs)
+    except OSError as e:
+        where = "local folder" if is_local(ref) else "hub id"
+        raise OSError(
+            f"could not load model {str(ref)!r} ({where}) as safetensors: {e}. medslm loads safetensors only; "
+            "a hub id needs network access (or a filled HF cache with HF_HUB_OFFLINE=1)."
+        ) from e
+    if quantization_config is None:
+        model.to(dev)
+    return model
+
+
+def save_model(model: Any, tokenizer: Any, path: str | Path, max_shard_size: str = "2GB") -> Path:
+    """Save model (safetensors) and tokenizer into an HF folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True, max_shard_size=max_shard_size)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def bnb_4bit_config(device: str, compute_precision: Precision = "auto"):
+    """NF4 double-quantised bitsandbytes config. Compute dtype: fp32 on a CPU, bf16/fp16 on GPUs."""
+    from transformers import BitsAndBytesConfig
+
+    dev = resolve_device(device)
+    compute = torch_dtype(choose_precision(dev, compute_precision))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def lora_config(
+    target_modules: list[str] | str,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    modules_to_save: list[str] | None = None,
+):
+    """A peft LoRA config for causal language modelling."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+@dataclass
+class ModelStats:
+    """Parameter counts and memory of a model."""
+
+    parameters: int
+    trainable: int
+    bytes: int
+    dtype: str
+
+    @property
+    def megabytes(self) -> float:
+        return self.bytes / 2**20
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"parameters": self.parameters, "trainable": self.trainable, "bytes": self.bytes,
+                "megabytes": round(self.megabytes, 3), "dtype": self.dtype}
+
+
+def model_stats(model: torch.nn.Module) -> ModelStats:
+    """Parameter count, trainable count, bytes of parameters and buffers, and the main dtype."""
+    params = list(model.parameters())
+    n_bytes = sum(p.numel() * p.element_size() for p in params)
+    n_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
+    dtypes: dict[str, int] = {}
+    for p in params:
+        dtypes[str(p.dtype).removeprefix("torch.")] = dtypes.get(str(p.dtype).removeprefix("torch."), 0) + p.numel()
+    main = max(dtypes, key=dtypes.get) if dtypes else "none"
+    return ModelStats(
+        parameters=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        bytes=n_bytes,
+        dtype=main,
+    )
+
+
+def memory_snapshot() -> dict[str, float]:
+    """Resident memory of this process and, on a GPU, allocated/peak CUDA memory, in MiB."""
+    import psutil
+
+    snap = {"rss_mib": psutil.Process().memory_info().rss / 2**20}
+    if torch.cuda.is_available():
+        snap["cuda_allocated_mib"] = torch.cuda.memory_allocated() / 2**20
+        snap["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return snap

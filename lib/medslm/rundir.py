@@ -1,0 +1,346 @@
+"""The run-directory contract: where each step's artifacts live, atomic writes, JSONL I/O and the manifest.
+
+Layout of a run directory::
+
+    <run>/manifest.json            per step: status, start/end, params hash, artifacts (path, bytes, sha256)
+    <run>/notebooks/NN_step.ipynb  executed copies of the notebooks
+    <run>/00_prepare/...           one folder per step (see the ``*Dir`` classes below)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from medslm.params import STEP_DIRS
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic writes and JSON(L)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (indented, UTF-8, keys in insertion order)."""
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a syntax error names the file and line."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write records as JSON Lines atomically; return how many were written."""
+    n = 0
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+class JsonlError(ValueError):
+    """A malformed JSON Lines record; the message names the file and line."""
+
+
+def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON Lines file; blank lines are skipped.
+
+    A line that is not a JSON object, or lacks one of the ``required`` fields, raises :class:`JsonlError`
+    naming ``file:line``.
+    """
+    path = Path(path)
+    required = tuple(required)
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(rec, dict):
+                raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            missing = [k for k in required if k not in rec]
+            if missing:
+                raise JsonlError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; present: {', '.join(rec)}")
+            yield rec
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """All records of a JSON Lines file (see :func:`iter_jsonl`)."""
+    return list(iter_jsonl(path, required))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+PACKAGES = ("medslm", "torch", "transformers", "tokenizers", "datasets", "peft", "trl", "accelerate", "bitsandbytes",
+            "mergekit", "papermill", "scikit-learn", "pydantic")
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages a run depends on (None when absent)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Step folders
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepDir:
+    """A step's folder inside the run directory; subclasses name the step's artifacts."""
+
+    path: Path
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    def figure(self, name: str) -> Path:
+        return self.figures / f"{name}.png"
+
+
+@dataclass(frozen=True)
+class PrepareDir(StepDir):
+    @property
+    def corpus(self) -> Path:
+        """The web corpus: one document per line (id, text, lang, and in the toy world kind and gold label)."""
+        return self.path / "corpus.jsonl"
+
+    @property
+    def probes(self) -> Path:
+        """Knowledge and chat probes (4-option multiple choice)."""
+        return self.path / "probes.jsonl"
+
+    @property
+    def chat(self) -> Path:
+        """General chat examples the tiny model was trained on."""
+        return self.path / "chat.jsonl"
+
+    @property
+    def heldout(self) -> Path:
+        """Held-out texts for perplexity: medical and general sentences in held-out templates."""
+        return self.path / "heldout.jsonl"
+
+    @property
+    def model(self) -> Path:
+        """The base (instruct) model as an HF folder, or a pointer file to a hub model (see base_model.json)."""
+        return self.path / "model"
+
+    @property
+    def base_model(self) -> Path:
+        """JSON: the reference of the base instruct model (hub id or local folder) used by later steps."""
+        return self.path / "base_model.json"
+
+    @property
+    def world(self) -> Path:
+        """JSON: the toy world's facts and which template of each fact is held out."""
+        return self.path / "world.json"
+
+
+@dataclass(frozen=True)
+class AnnotateDir(StepDir):
+    @property
+    def labels(self) -> Path:
+        """JSONL: one LLM label per sampled document (id, label, quality, justification, prompt version, raw reply)."""
+        return self.path / "labels.jsonl"
+
+    @property
+    def cache(self) -> Path:
+        """Folder of cached LLM replies, so a killed run resumes without repeating calls."""
+        return self.path / "cache"
+
+
+@dataclass(frozen=True)
+class ClassifyDir(StepDir):
+    @property
+    def classifier(self) -> Path:
+        """The trained classifier (a scikit-learn pipeline file or an HF model folder)."""
+        return self.path / "classifier"
+
+    @property
+    def scores(self) -> Path:
+        """Parquet: one score per corpus document."""
+        return self.path / "scores.parquet"
+
+    @property
+    def filtered(self) -> Path:
+        """JSONL: the documents kept by the filter (same fields as the corpus)."""
+        return self.path / "filtered.jsonl"
+
+
+@dataclass(frozen=True)
+class CptDir(StepDir):
+    @property
+    def model(self) -> Path:
+        """HF folder with the full weights after continual pre-training (LoRA merged into a full-precision base)."""
+        return self.path / "model"
+
+    @property
+    def adapter(self) -> Path:
+        """The LoRA/QLoRA adapter (lora and qlora modes)."""
+        return self.path / "adapter"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+
+@dataclass(frozen=True)
+class MergeDir(StepDir):
+    @property
+    def sweep(self) -> Path:
+        """One merged model folder per sweep point."""
+        return self.path / "sweep"
+
+    @property
+    def selected(self) -> Path:
+        """The merged model chosen by the selection rule."""
+        return self.path / "selected"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The run directory: ``RunDir(path).prepare.corpus`` etc."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path).resolve())
+
+    def step(self, name: str) -> StepDir:
+        cls = _STEP_DIR_CLASSES.get(name, StepDir)
+        return cls(self.path / STEP_DIRS[name])
+
+    @property
+    def prepare(self) -> PrepareDir:
+        return self.step("prepare")  # type: ignore[return-value]
+
+    @property
+    def annotate(self) -> AnnotateDir:
+        return self.step("annotate")  # type: ignore[return-value]
+
+    @property
+    def classify(self) -> ClassifyDir:
+        return self.step("classify")  # type: ignore[return-value]
+
+    @property
+    def cpt(self) -> CptDir:
+        return self.step("cpt")  # type: ignore[return-value]
+
+    @property
+    def merge(self) -> MergeDir:
+        return self.step("merge")  # type: ignore[return-value]
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.path / "notebooks"
+
+    # ---- manifest ----------------------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"steps": {}}
+        return read_json(self.manifest_path)
+
+    def update_step(self, step: str, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest entry of ``step`` and write the manifest atomically."""
+        manifest = self.read_manifest()
+        entry = manifest.setdefault("steps", {}).setdefault(step, {})
+        entry.update(fields)
+        manifest["updated"] = now_iso()
+        write_json(self.manifest_path, manifest)
+        return entry
+
+    def set_run_info(self, **fields: Any) -> None:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        write_json(self.manifest_path, manifest)
+
+    def collect_artifacts(self, step: str) -> list[dict[str, Any]]:
+        """Every file of a step's folder with its size and sha256 (paths relative to the run directory)."""
+        folder = self.step(step).path
+        arts = []
+        if folder.exists():
+            for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                arts.append({"path": str(f.relative_to(self.path)), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
+        return arts
+
+    def artifacts_intact(self, entry: dict[str, Any]) -> bool:
+        """Whether every recorded artifact still exists with its recorded size (cheap check, no re-hash)."""
+        for art in entry.get("artifacts", []):
+            f = self.path / art["path"]
+            if not f.is_file() or f.stat().st_size != art["bytes"]:
+                return False
+        return bool(entry.get("artifacts"))
+
+
+_STEP_DIR_CLASSES: dict[str, type[StepDir]] = {
+    "prepare": PrepareDir,
+    "annotate": AnnotateDir,
+    "classify": ClassifyDir,
+    "cpt": CptDir,
+    "merge": MergeDir,
+}
+

@@ -1,0 +1,151 @@
+"""Causal-LM training plumbing shared by the toy model's pretraining (00_prepare) and continual pre-training (03_cpt).
+
+Data: every document is tokenized, wrapped as ``BOS doc EOS`` and the stream is cut into fixed-length blocks
+(``group_texts`` packing). No token is lost to truncation: the final partial block is kept (padded, with its padding
+masked out of the loss). Training: a plain ``transformers.Trainer`` with
+``DataCollatorForLanguageModeling(mlm=False)``, linear decay after warm-up, AdamW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def tokenize_documents(tokenizer: Any, texts: Iterable[str], add_bos: bool = True) -> list[list[int]]:
+    """Token ids of each document as ``[BOS] + ids + [EOS]`` (BOS only when the tokenizer has one)."""
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id]
+    texts = list(texts)
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return [bos + ids + eos for ids in encoded]
+
+
+def pack_blocks(docs: Sequence[Sequence[int]], block_size: int, pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Concatenate documents and cut the stream into ``block_size`` blocks (group_texts packing).
+
+    Returns ``(input_ids, attention_mask)``. The last block is padded with ``pad_id`` and mask 0, so every token of
+    every document lands in exactly one block.
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be at least 2, got {block_size}")
+    stream = [t for d in docs for t in d]
+    blocks, masks = [], []
+    for start in range(0, len(stream), block_size):
+        chunk = stream[start : start + block_size]
+        n_pad = block_size - len(chunk)
+        blocks.append(list(chunk) + [pad_id] * n_pad)
+        masks.append([1] * len(chunk) + [0] * n_pad)
+    return blocks, masks
+
+
+def packed_dataset(tokenizer: Any, texts: Iterable[str], block_size: int):
+    """A ``datasets.Dataset`` of packed blocks (``input_ids``, ``attention_mask``) ready for the LM collator."""
+    from datasets import Dataset
+
+    docs = tokenize_documents(tokenizer, texts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids, mask = pack_blocks(docs, block_size, pad)
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": mask})
+
+
+class _MaskedLMCollator:
+    """Causal-LM collator: labels are the inputs with padding (attention_mask 0) set to -100.
+
+    ``DataCollatorForLanguageModeling(mlm=False)`` masks by pad-token id; since the toy tokenizer's pad id differs
+    from EOS this is equivalent there, but masking by ``attention_mask`` stays right when pad == EOS.
+    """
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = torch.tensor([f["input_ids"] for f in features], dtype=torch.long)
+        mask = torch.tensor([f["attention_mask"] for f in features], dtype=torch.long)
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def lm_collator(tokenizer: Any):
+    """The collator for packed blocks: transformers' LM collator when pad and EOS differ, else mask-based."""
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    return _MaskedLMCollator()
+
+
+@dataclass
+class TrainSettings:
+    """The knobs of one training run (mirrors the step parameters)."""
+
+    output_dir: Path
+    learning_rate: float = 1e-3
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup: float = 0.05  # < 1: a ratio of the total steps; >= 1: a number of steps
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    device: str = "cpu"
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    save_steps: int = 0  # 0: no intermediate checkpoints
+    logging_steps: int = 10
+    disable_tqdm: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def training_arguments(s: TrainSettings):
+    """``TrainingArguments`` for a causal-LM run (linear decay after warm-up, AdamW, no external reporting)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(s.output_dir),
+        learning_rate=s.learning_rate,
+        num_train_epochs=s.epochs,
+        max_steps=s.max_steps,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        warmup_steps=s.warmup,
+        lr_scheduler_type="linear",
+        weight_decay=s.weight_decay,
+        bf16=s.precision == "bf16",
+        fp16=s.precision == "fp16",
+        use_cpu=s.device == "cpu",
+        seed=s.seed,
+        data_seed=s.seed,
+        gradient_checkpointing=s.gradient_checkpointing,
+        save_strategy="steps" if s.save_steps else "no",
+        save_steps=s.save_steps or 500,
+        logging_steps=s.logging_steps,
+        logging_first_step=True,
+        report_to=[],
+        disable_tqdm=s.disable_tqdm,
+        dataloader_num_workers=0,
+        **s.extra,
+    )
+
+
+def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
+             optimizers: tuple[Any, Any] = (None, None)) -> list[dict[str, Any]]:
+    """Train with ``transformers.Trainer``; return the log history (loss per logging step)."""
+    from transformers import Trainer
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(settings),
+        train_dataset=dataset,
+        data_collator=lm_collator(tokenizer),
+        processing_class=tokenizer,
+        optimizers=optimizers,
+    )
+    trainer.train(resume_from_checkpoint=resume or None)
+    return trainer.state.log_history
+
+
+def loss_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) pairs from a Trainer log history."""
+    return [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
