@@ -93,6 +93,7 @@ class TrainSettings:
     seed: int = 0
     gradient_checkpointing: bool = False
     save_steps: int = 0  # 0: no intermediate checkpoints
+    save_total_limit: int | None = None  # keep only the newest N checkpoints (None: all)
     logging_steps: int = 10
     disable_tqdm: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -117,9 +118,10 @@ def training_arguments(s: TrainSettings):
         use_cpu=s.device == "cpu",
         seed=s.seed,
         data_seed=s.seed,
-        gradient_checkpointing=s.gradient_checkpointing,
+        activation_checkpointing=s.gradient_checkpointing,  # the 5.x name of gradient_checkpointing
         save_strategy="steps" if s.save_steps else "no",
         save_steps=s.save_steps or 500,
+        save_total_limit=s.save_total_limit,
         logging_steps=s.logging_steps,
         logging_first_step=True,
         report_to=[],
@@ -129,19 +131,101 @@ def training_arguments(s: TrainSettings):
     )
 
 
-def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
-             optimizers: tuple[Any, Any] = (None, None)) -> list[dict[str, Any]]:
-    """Train with ``transformers.Trainer``; return the log history (loss per logging step)."""
-    from transformers import Trainer
+_TRAINER_CLASS: Any = None
 
-    trainer = Trainer(
+
+def _lm_trainer_class():
+    """``transformers.Trainer`` with optional per-parameter learning rates (built lazily: transformers is heavy)."""
+    global _TRAINER_CLASS
+    if _TRAINER_CLASS is None:
+        from transformers import Trainer
+
+        class LMTrainer(Trainer):
+            """A Trainer whose AdamW gives parameters whose name contains a key of ``param_lrs`` that learning rate.
+
+            Used to train embeddings / lm_head with a smaller rate than LoRA adapters. The optimizer is built inside
+            the Trainer (not passed through ``optimizers=``), so it also works when FSDP wraps the model first; the
+            scheduler (warm-up, linear decay) scales every group by the same factor.
+            """
+
+            def __init__(self, *args: Any, param_lrs: dict[str, float] | None = None, **kwargs: Any):
+                self.param_lrs = dict(param_lrs or {})
+                super().__init__(*args, **kwargs)
+
+            def create_optimizer(self, model: Any = None):
+                if self.optimizer is not None or not self.param_lrs:
+                    return super().create_optimizer(model)
+                opt_model = self.model if model is None else model
+                self.optimizer = grouped_optimizer(opt_model, self.args.learning_rate, self.param_lrs,
+                                                   self.args.weight_decay,
+                                                   set(self.get_decay_parameter_names(opt_model)))
+                return self.optimizer
+
+        _TRAINER_CLASS = LMTrainer
+    return _TRAINER_CLASS
+
+
+def parameter_groups(model: Any, learning_rate: float, param_lrs: dict[str, float] | None = None,
+                     weight_decay: float = 0.0, decay_names: set[str] | None = None) -> list[dict[str, Any]]:
+    """Optimizer parameter groups of the trainable parameters: a parameter whose name contains a key of
+    ``param_lrs`` gets that learning rate (first matching key wins), the others ``learning_rate``. Weight decay
+    applies to ``decay_names`` only (all parameters when None). Each group records its ``names``."""
+    param_lrs = param_lrs or {}
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lr = next((v for k, v in param_lrs.items() if k in name), learning_rate)
+        wd = weight_decay if decay_names is None or name in decay_names else 0.0
+        group = groups.setdefault((lr, wd), {"params": [], "names": [], "lr": lr, "weight_decay": wd})
+        group["params"].append(p)
+        group["names"].append(name)
+    # Groups at the main learning rate first: the Trainer logs the learning rate of group 0.
+    return sorted(groups.values(), key=lambda g: g["lr"] != learning_rate)
+
+
+def grouped_optimizer(model: Any, learning_rate: float, param_lrs: dict[str, float] | None = None,
+                      weight_decay: float = 0.0, decay_names: set[str] | None = None):
+    """``torch.optim.AdamW`` over :func:`parameter_groups` (usable directly or through ``optimizers=``)."""
+    groups = parameter_groups(model, learning_rate, param_lrs, weight_decay, decay_names)
+    if not groups:
+        raise ValueError("the model has no trainable parameter: nothing to optimise")
+    return torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in groups], lr=learning_rate)
+
+
+def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings,
+                  optimizers: tuple[Any, Any] = (None, None), callbacks: list[Any] | None = None,
+                  param_lrs: dict[str, float] | None = None):
+    """The ``Trainer`` :func:`train_lm` uses, for callers that need its state (global step, checkpoints)."""
+    return _lm_trainer_class()(
         model=model,
         args=training_arguments(settings),
         train_dataset=dataset,
         data_collator=lm_collator(tokenizer),
         processing_class=tokenizer,
         optimizers=optimizers,
+        callbacks=callbacks,
+        param_lrs=param_lrs,
     )
+
+
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ``folder`` (None when there is none or the folder is missing)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(folder)
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
+             optimizers: tuple[Any, Any] = (None, None), callbacks: list[Any] | None = None,
+             param_lrs: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Train with ``transformers.Trainer``; return the log history (loss per logging step).
+
+    ``resume``: False (fresh), True (the last checkpoint in ``settings.output_dir``; the Trainer raises when there
+    is none) or a checkpoint path. ``param_lrs``: per-parameter learning rates (see :func:`parameter_groups`).
+    """
+    trainer = build_trainer(model, tokenizer, dataset, settings, optimizers, callbacks, param_lrs)
     trainer.train(resume_from_checkpoint=resume or None)
     return trainer.state.log_history
 

@@ -12,14 +12,16 @@ BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, SYSTEM, USER, ASSISTANT, END]
 
+# Role tags are followed by a space, not a newline: with a byte-level BPE the first word of a turn then gets the same
+# token ("Ġword") as inside running text, so what the model knows from documents carries over into chat answers.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}" + SYSTEM + "\n{{ message['content'] }}" + END + "\n"
-    "{% elif message['role'] == 'user' %}" + USER + "\n{{ message['content'] }}" + END + "\n"
-    "{% elif message['role'] == 'assistant' %}" + ASSISTANT + "\n"
-    "{% generation %}{{ message['content'] }}" + END + "{% endgeneration %}\n"
+    "{% if message['role'] == 'system' %}" + SYSTEM + " {{ message['content'] }}" + END + "\n"
+    "{% elif message['role'] == 'user' %}" + USER + " {{ message['content'] }}" + END + "\n"
+    "{% elif message['role'] == 'assistant' %}" + ASSISTANT +
+    "{% generation %} {{ message['content'] }}" + END + "{% endgeneration %}\n"
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}" + ASSISTANT + "\n{% endif %}"
+    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
 )
 
 
@@ -29,7 +31,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -1,0 +1,150 @@
+"""Matplotlib figures of the recipe, saved as PNG (and shown inline in notebooks).
+
+Every function takes plain data (lists of dicts as the library returns them) and returns a ``Figure``;
+``save_figure`` writes it. The Agg backend is used when no display is available, so batch runs need no GUI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg",) and not _interactive():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _interactive() -> bool:
+    """Whether we run inside IPython/Jupyter (keep its inline backend there)."""
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
+    return path
+
+
+def plot_merge_tradeoff(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "general",
+    y: str = "medical",
+    selection: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    ax: Any = None,
+) -> Any:
+    """General (x) vs medical (y) score of a merge sweep: the merges as a line annotated with t, the two parents
+    (t=0 and t=1) marked, the selected point circled and the selection's general threshold drawn when given."""
+    plt = _pyplot()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+    else:
+        fig = ax.figure
+    pts = sorted((r for r in results if x in (r.get("scores") or {}) and y in (r.get("scores") or {})),
+                 key=lambda r: r["t"])
+    if not pts:
+        raise ValueError(f"no result has both {x!r} and {y!r} scores")
+    xs = [float(r["scores"][x]) for r in pts]
+    ys = [float(r["scores"][y]) for r in pts]
+    ax.plot(xs, ys, "-", color="0.6", zorder=1)
+    for r, xv, yv in zip(pts, xs, ys, strict=True):
+        failed = (r.get("sanity") or {}).get("ok") is False
+        if r.get("merged", r["label"] == "merge"):
+            ax.scatter([xv], [yv], color="tab:red" if failed else "tab:blue", marker="x" if failed else "o", zorder=2)
+            ax.annotate(f"t={r['t']:g}", (xv, yv), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        else:
+            ax.scatter([xv], [yv], marker="s", s=70, color="tab:green" if r["t"] == 0 else "tab:orange", zorder=3,
+                       label=f"{r['label']} (t={r['t']:g})")
+    if selection is not None:
+        sel = selection["selected"]
+        scores = sel.get("scores") or {}
+        if x in scores and y in scores:
+            ax.scatter([scores[x]], [scores[y]], s=260, facecolors="none", edgecolors="black", linewidths=1.5,
+                       zorder=4, label=f"selected (t={sel['t']:g})")
+        threshold = (selection.get("thresholds") or {}).get(x)
+        if threshold is not None:
+            frac = selection["constraints"][x]
+            ax.axvline(threshold, color="0.3", linestyle=":", linewidth=1,
+                       label=f"{x} threshold ({frac:g} × {selection['reference']['label']})")
+    ax.set_xlabel(f"{x} score")
+    ax.set_ylabel(f"{y} score")
+    ax.set_title(title or f"Merge sweep: {y} vs {x}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+# ---- 00_prepare and shared training/probe figures -------------------------------------------------------------
+
+
+def plot_corpus_overview(stats: Mapping[str, Any], title: str = "Corpus") -> Any:
+    """Documents per kind and language (bars) and the document-length histogram (characters)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    counts = stats["per_kind_lang"]
+    kinds = sorted({k.split("/")[0] for k in counts})
+    langs = sorted({k.split("/")[1] for k in counts})
+    width = 0.8 / max(len(langs), 1)
+    for j, lang in enumerate(langs):
+        ax1.bar([i + j * width for i in range(len(kinds))], [counts.get(f"{k}/{lang}", 0) for k in kinds],
+                width=width, label=lang)
+    ax1.set_xticks([i + width * (len(langs) - 1) / 2 for i in range(len(kinds))], kinds)
+    ax1.set_ylabel("documents")
+    ax1.set_title(f"{title}: documents per kind and language")
+    ax1.legend()
+    ax2.hist(stats["lengths"], bins=40, color="tab:gray")
+    ax2.set_xlabel("characters per document")
+    ax2.set_title("document length")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curve(curve: Sequence[tuple[int, float]], title: str = "training loss") -> Any:
+    """Loss per logged step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([s for s, _ in curve], [v for _, v in curve], marker=".", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_accuracy(scores: Mapping[str, Mapping[str, float]], chance: float = 0.25,
+                        title: str = "probe accuracy") -> Any:
+    """Grouped bars: for each model (key), its medical/general/chat probe accuracy; chance as a dashed line."""
+    plt = _pyplot()
+    groups = ["medical", "general", "chat"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.8 / max(len(scores), 1)
+    for j, (name, accs) in enumerate(scores.items()):
+        bars = ax.bar([i + j * width for i in range(len(groups))], [accs.get(g, 0.0) for g in groups], width=width,
+                      label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.axhline(chance, ls="--", color="gray", lw=1, label=f"chance {chance:.2f}")
+    ax.set_xticks([i + width * (len(scores) - 1) / 2 for i in range(len(groups))], groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

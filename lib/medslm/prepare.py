@@ -1,0 +1,114 @@
+"""00_prepare for real profiles: bring a corpus (hub dataset streamed with a limit, or local JSONL/Parquet files)
+into ``corpus.jsonl`` and record the base instruct model reference in ``base_model.json``.
+
+The toy world has its own builder (:mod:`medslm.toyworld.build`); both end in the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from medslm.models import is_local
+from medslm.rundir import PrepareDir, iter_jsonl, write_json, write_jsonl
+
+
+class CorpusSourceError(RuntimeError):
+    """The corpus source cannot be read (hub unreachable, file missing, field missing)."""
+
+
+def _doc_id(prefix: str, i: int, text: str) -> str:
+    return f"{prefix}-{i:08d}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def iter_local_documents(files: list[str], text_field: str = "text") -> Iterator[dict[str, Any]]:
+    """Records of local JSONL (.jsonl, .jsonl.gz, .json lines) and Parquet files; a missing text field names
+    the file and line (JSONL) or the columns (Parquet)."""
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise CorpusSourceError(f"{path}: no such corpus file")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            if text_field not in table.column_names:
+                raise CorpusSourceError(f"{path}: no column {text_field!r}; columns: {', '.join(table.column_names)}")
+            yield from table.to_pylist()
+        elif name.endswith(".gz"):
+            import gzip
+            import json
+
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                for lineno, line in enumerate(f, start=1):
+                    if line.strip():
+                        try:
+                            rec = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise CorpusSourceError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                        if text_field not in rec:
+                            raise CorpusSourceError(f"{path}:{lineno}: missing field {text_field!r}")
+                        yield rec
+        else:
+            yield from iter_jsonl(path, required=(text_field,))
+
+
+def iter_hub_documents(dataset: str, config: str | None, split: str) -> Iterator[dict[str, Any]]:
+    """Stream a hub dataset; an unreachable hub is a clear error naming the dataset."""
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(dataset, name=config, split=split, streaming=True)
+        yield from ds
+    except Exception as e:  # datasets raises many kinds for network trouble
+        raise CorpusSourceError(
+            f"could not stream hub dataset {dataset!r} (config {config!r}, split {split!r}): {type(e).__name__}: {e}. "
+            "The hub must be reachable (this machine has no internet?); otherwise use source: local with "
+            "local_files, or fill the HF cache and set HF_HUB_OFFLINE=1."
+        ) from e
+
+
+def normalise(records: Iterator[dict[str, Any]], text_field: str, limit: int, lang: str, prefix: str) -> Iterator[dict]:
+    """``{id, text, lang}`` records (other fields kept); at most ``limit``; empty texts skipped."""
+    n = 0
+    for rec in records:
+        text = rec.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            continue
+        out = {k: v for k, v in rec.items() if k != text_field and isinstance(v, (str, int, float, bool))}
+        out.update(id=str(rec.get("id") or _doc_id(prefix, n, text)), text=text, lang=rec.get("lang") or lang)
+        yield out
+        n += 1
+        if n >= limit:
+            return
+
+
+def write_real_corpus(p: Any, d: PrepareDir, language: str) -> int:
+    """Write ``corpus.jsonl`` from a hub or local source; return the document count."""
+    if p.source == "hub":
+        if not p.hub_dataset:
+            raise CorpusSourceError("source: hub needs hub_dataset (e.g. HuggingFaceFW/fineweb-2)")
+        records = iter_hub_documents(p.hub_dataset, p.hub_config, p.hub_split)
+        prefix = p.hub_dataset.split("/")[-1]
+    elif p.source == "local":
+        if not p.local_files:
+            raise CorpusSourceError("source: local needs local_files (JSONL or Parquet paths)")
+        records = iter_local_documents(p.local_files, p.text_field)
+        prefix = "local"
+    else:
+        raise CorpusSourceError(f"write_real_corpus handles source hub/local, not {p.source!r}")
+    docs = normalise(records, p.text_field, p.max_documents, language, prefix)
+    return write_jsonl(d.corpus, tqdm(docs, total=p.max_documents, desc="corpus", mininterval=2))
+
+
+def record_base_model(d: PrepareDir, ref: str | Path, revision: str | None = None,
+                      trust_remote_code: bool = False) -> dict[str, Any]:
+    """Write ``base_model.json``: the instruct model later steps start from (local folders as absolute paths)."""
+    ref = str(Path(ref).resolve()) if is_local(ref) else str(ref)
+    info = {"ref": ref, "local": is_local(ref), "revision": revision, "trust_remote_code": trust_remote_code}
+    write_json(d.base_model, info)
+    return info

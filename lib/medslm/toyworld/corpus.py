@@ -1,0 +1,138 @@
+"""The toy web-corpus generator: documents of fact sentences, filler and boilerplate with a hidden gold label.
+
+Kinds: ``medical`` (medical facts, clinical filler; gold ``medical``), ``general`` (general facts; ``not_medical``),
+``ambiguous`` (fitness, nutrition, wellness, insurance news; ``not_medical``) and ``adversarial`` (general documents
+carrying text that tries to steer an LLM annotator, e.g. "Verdict: medical"; ``not_medical``).
+Fact sentences never use a fact's held-out template. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from medslm.toyworld import text
+from medslm.toyworld.knowledge import LANGS, Fact, KnowledgeBase, heldout_template, load_knowledge, render
+
+GOLD = {"medical": "medical", "general": "not_medical", "ambiguous": "not_medical", "adversarial": "not_medical"}
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Size and mix of a generated corpus."""
+
+    n_documents: int
+    de_fraction: float = 0.5
+    medical_fraction: float = 0.35
+    ambiguous_fraction: float = 0.15
+    adversarial_fraction: float = 0.02
+    seed: int = 0
+    id_prefix: str = "toy"
+
+    def __post_init__(self) -> None:
+        rest = self.medical_fraction + self.ambiguous_fraction + self.adversarial_fraction
+        if rest > 1:
+            raise ValueError(f"medical + ambiguous + adversarial fractions sum to {rest:.2f} > 1")
+
+
+class FactSampler:
+    """Draws fact sentences of a domain in a language, never in the fact's held-out template."""
+
+    def __init__(self, kb: KnowledgeBase, domain: str, seed: int):
+        self.facts: list[Fact] = kb.facts(domain)
+        self.templates = {}
+        for rel in kb.relations:
+            if rel.domain != domain:
+                continue
+            for f in rel.facts:
+                for lang in LANGS:
+                    held = heldout_template(rel, f, lang, seed)
+                    self.templates[(f.key, lang)] = [t for i, t in enumerate(rel.templates[lang]) if i != held]
+
+    def sentence(self, rng: random.Random, lang: str) -> str:
+        fact = rng.choice(self.facts)
+        return render(rng.choice(self.templates[(fact.key, lang)]), fact, lang)
+
+
+class DocumentGenerator:
+    """Makes documents of each kind; the knowledge-base seed fixes the held-out templates."""
+
+    def __init__(self, kb: KnowledgeBase | None = None, seed: int = 0):
+        kb = kb or load_knowledge()
+        self.samplers = {d: FactSampler(kb, d, seed) for d in ("medical", "general")}
+
+    def facts_text(self, rng: random.Random, domain: str, lang: str, n: int) -> list[str]:
+        return [self.samplers[domain].sentence(rng, lang) for _ in range(n)]
+
+    def document(self, rng: random.Random, kind: str, lang: str) -> str:
+        if kind == "medical":
+            body = self.facts_text(rng, "medical", lang, rng.randint(3, 7))
+            body += rng.sample(text.FILLER["medical"][lang], rng.randint(1, 3))
+        elif kind == "general":
+            body = self.facts_text(rng, "general", lang, rng.randint(3, 7))
+            body += rng.sample(text.FILLER["general"][lang], rng.randint(1, 3))
+        elif kind == "ambiguous":
+            body = rng.sample(text.AMBIGUOUS[lang], rng.randint(3, 6))
+            body += self.facts_text(rng, "general", lang, rng.randint(0, 2))
+        elif kind == "adversarial":
+            body = self.facts_text(rng, "general", lang, rng.randint(2, 5))
+            body += rng.sample(text.FILLER["general"][lang], 1)
+            body.insert(rng.randint(0, len(body)), rng.choice(text.ADVERSARIAL[lang]))
+        else:
+            raise ValueError(f"unknown document kind {kind!r}; known: {', '.join(GOLD)}")
+        if kind != "adversarial":
+            rng.shuffle(body)
+        lines = []
+        if rng.random() < 0.6:
+            lines.append(rng.choice(text.BOILERPLATE[lang]))
+        lines.append(" ".join(body))
+        if rng.random() < 0.6:
+            lines.append(rng.choice(text.BOILERPLATE[lang]))
+        return "\n".join(lines)
+
+
+def _kind(rng: random.Random, spec: CorpusSpec) -> str:
+    x = rng.random()
+    if x < spec.medical_fraction:
+        return "medical"
+    x -= spec.medical_fraction
+    if x < spec.ambiguous_fraction:
+        return "ambiguous"
+    x -= spec.ambiguous_fraction
+    if x < spec.adversarial_fraction:
+        return "adversarial"
+    return "general"
+
+
+def generate_corpus(spec: CorpusSpec, kb: KnowledgeBase | None = None, heldout_seed: int | None = None) -> Iterator[dict]:
+    """Yield documents ``{id, text, lang, kind, label}``. ``heldout_seed`` (default ``spec.seed``) fixes which
+    template of each fact is held out; ``spec.seed`` drives everything else."""
+    gen = DocumentGenerator(kb, spec.seed if heldout_seed is None else heldout_seed)
+    rng = random.Random(f"corpus:{spec.seed}:{spec.id_prefix}")
+    width = max(6, len(str(spec.n_documents)))
+    for i in range(spec.n_documents):
+        lang = "de" if rng.random() < spec.de_fraction else "en"
+        kind = _kind(rng, spec)
+        yield {
+            "id": f"{spec.id_prefix}-{i:0{width}d}",
+            "text": gen.document(rng, kind, lang),
+            "lang": lang,
+            "kind": kind,
+            "label": GOLD[kind],
+        }
+
+
+def general_documents(n: int, seed: int, de_fraction: float = 0.5, kb: KnowledgeBase | None = None) -> list[str]:
+    """Texts of ``n`` fact-dense general documents, the tiny model's pretraining data (no medical facts, no
+    boilerplate: a clean "encyclopedia" so the tiny model learns its facts within the toy world's time budget)."""
+    gen = DocumentGenerator(kb, seed)
+    rng = random.Random(f"pretrain:{seed}")
+    docs = []
+    for _ in range(n):
+        lang = "de" if rng.random() < de_fraction else "en"
+        body = gen.facts_text(rng, "general", lang, rng.randint(5, 9))
+        if rng.random() < 0.3:
+            body.insert(rng.randint(0, len(body)), rng.choice(text.FILLER["general"][lang]))
+        docs.append(" ".join(body))
+    return docs

@@ -1,0 +1,426 @@
+"""03_cpt library: packing, full/LoRA/QLoRA training on CPU, trainable checks, resume, merge, launch configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, SAMPLE_TEXTS, build_tiny_model_dir
+from pydantic import ValidationError
+
+from medslm import cpt
+from medslm.params import STEP_PARAMS, CptParams, ProfileError, parse_profile
+from medslm.rundir import RunDir, read_json, sha256_file, write_jsonl
+
+# Small, fast training: 32-token blocks, batch 4, a few steps, high LR so a few steps visibly move the weights.
+FAST = dict(block_size=32, batch_size=4, max_steps=4, save_steps=2, logging_steps=1, learning_rate=1e-2,
+            embedding_learning_rate=1e-3)
+
+
+def _documents(n: int = 48) -> list[dict]:
+    """Documents of different lengths (some longer than a block) built from the sample sentences."""
+    return [{"id": f"d{i}", "text": " ".join(SAMPLE_TEXTS[i % 6 : i % 6 + 1 + i % 7]), "lang": "en"} for i in range(n)]
+
+
+PROBES = [
+    {"id": "g1", "probe": "cloze", "domain": "general", "lang": "en", "relation": "capital",
+     "context": "The capital of France is", "choices": ["Paris", "Berlin", "Rome", "Madrid"], "gold": 0},
+    {"id": "m1", "probe": "cloze", "domain": "medical", "lang": "en", "relation": "drug",
+     "context": "Metformin is used to treat", "choices": ["type 2 diabetes", "asthma", "gout", "acne"], "gold": 0},
+    {"id": "c1", "probe": "chat", "domain": "general", "lang": "en", "relation": "capital",
+     "context": "<|user|>\nCapital of France?<|end|>\n<|assistant|>\n", "choices": ["Paris", "Rome", "Oslo", "Bern"],
+     "gold": 0, "delimiter": ""},
+]
+HELDOUT = [
+    {"domain": "medical", "lang": "en", "text": "The heart pumps blood through the body."},
+    {"domain": "general", "lang": "de", "text": "Die Hauptstadt von Frankreich ist Paris."},
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models train fastest on one thread, and stay fast when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def run_dir(tmp_path, tiny_tokenizer) -> Path:
+    """A run directory with what 03_cpt reads: 00_prepare's model, probes, held-out texts; 02_classify's corpus."""
+    rd = RunDir(tmp_path / "run")
+    build_tiny_model_dir(rd.prepare.model, tiny_tokenizer)
+    write_jsonl(rd.prepare.probes, PROBES)
+    write_jsonl(rd.prepare.heldout, HELDOUT)
+    write_jsonl(rd.classify.filtered, _documents())
+    return rd.path
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out: dict[str, torch.Tensor] = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        out.update(load_file(f))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_params_defaults_valid_and_registered():
+    p = CptParams()
+    assert STEP_PARAMS["cpt"] is CptParams
+    assert p.mode == "full" and p.base is None and p.max_steps == -1
+    assert "q_proj" in p.target_modules and "down_proj" in p.target_modules
+    assert CptParams(learning_rate="1e-4").learning_rate == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    for name, field in CptParams.model_fields.items():
+        assert field.description, f"{name} has no description"
+
+
+@pytest.mark.parametrize(("values", "field", "words"), [
+    ({"mode": "full", "train_embeddings": True}, "train_embeddings", "lora/qlora"),
+    ({"mode": "sft"}, "mode", "full"),
+    ({"precision": "fp8"}, "precision", "bf16"),
+    ({"warmup": 2.5}, "warmup", "whole number"),
+    ({"max_steps": 0}, "max_steps", "-1"),
+    ({"save_steps": 0}, "resume", "save_steps"),
+    ({"mode": "qlora", "num_processes": 4}, "num_processes", "one GPU"),
+    ({"accelerate_config": "fsdp_2gpu"}, "accelerate_config", "num_processes"),
+    ({"heldout_fraction": 0.7}, "heldout_fraction", "0.5"),
+    ({"target_modules": []}, "target_modules", "at least 1"),
+    ({"qa_file": "qa.txt"}, "qa_file", ".jsonl"),
+    ({"lora_rank": 8}, "lora_rank", "Extra inputs"),
+])
+def test_params_reject_bad_values(values, field, words):
+    with pytest.raises(ValidationError) as err:
+        CptParams(**values)
+    errors = {e["loc"][0]: e["msg"] for e in err.value.errors()}
+    assert field in errors and words in errors[field], errors
+
+
+def test_params_combinations_that_are_fine():
+    CptParams(mode="lora", train_embeddings=True)
+    CptParams(save_steps=0, resume=False)
+    CptParams(mode="lora", num_processes=8, accelerate_config="fsdp_8gpu")
+    CptParams(warmup=10)
+
+
+def test_profile_reports_cpt_field_errors(tmp_path):
+    with pytest.raises(ProfileError) as err:
+        parse_profile({"steps": {"cpt": {"mode": "full", "train_embeddings": True, "batch_size": 0}}}, tmp_path / "p.yaml")
+    text = str(err.value)
+    assert "step cpt" in text and "'train_embeddings'" in text and "'batch_size'" in text
+
+
+def test_check_setup_rejects_fp16_on_cpu():
+    with pytest.raises(ValueError, match="fp16"):
+        cpt.check_setup(CptParams(precision="fp16"), "cpu")
+    with pytest.raises(ValueError, match="qlora.*float32"):
+        cpt.check_setup(CptParams(mode="qlora", precision="bf16"), "cpu")
+    assert cpt.check_setup(CptParams(mode="qlora"), "cpu") == {"device": "cpu", "precision": "fp32"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_split_documents_seeded_disjoint_complete():
+    docs = _documents(40)
+    train, held = cpt.split_documents(docs, 0.1, seed=3)
+    assert len(held) == 4 and len(train) == 36
+    assert {d["id"] for d in train} | {d["id"] for d in held} == {d["id"] for d in docs}
+    assert not {d["id"] for d in train} & {d["id"] for d in held}
+    assert cpt.split_documents(docs, 0.1, seed=3) == (train, held)
+    assert cpt.split_documents(docs, 0.1, seed=4)[1] != held
+    assert len(cpt.split_documents(docs[:5], 0.01, seed=0)[1]) == 1  # positive fraction: at least one held out
+    assert cpt.split_documents(docs, 0.0)[1] == []
+
+
+def test_packing_keeps_every_token(tiny_tokenizer):
+    from medslm.training import tokenize_documents
+
+    docs = cpt.texts(_documents(30))
+    ids = tokenize_documents(tiny_tokenizer, docs)
+    stream = [t for d in ids for t in d]
+    stats = cpt.packing_stats(tiny_tokenizer, docs, block_size=32)
+    assert stats["tokens"] == len(stream) and stats["documents"] == 30
+    assert stats["real_tokens"] == len(stream) and stats["kept_share"] == 1.0 and stats["stream_intact"]
+    assert stats["blocks"] == -(-len(stream) // 32)
+    assert stats["docs_longer_than_block"] > 0  # long documents are split across blocks, not truncated
+    # The dataset the Trainer sees: the non-pad tokens, in order, are the whole stream; padding is masked out.
+    ds = cpt.pack(tiny_tokenizer, docs, 32)
+    real = [t for row in ds for t, m in zip(row["input_ids"], row["attention_mask"], strict=True) if m]
+    assert real == stream
+    from medslm.training import lm_collator
+
+    batch = lm_collator(tiny_tokenizer)([ds[len(ds) - 1]])
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_packing_stats_detect_a_lost_token(tiny_tokenizer, monkeypatch):
+    """Negative control: if packing dropped a token, the stats would say so."""
+    from medslm import training
+
+    real_pack = training.pack_blocks
+
+    def lossy(docs, block_size, pad_id):
+        blocks, masks = real_pack(docs, block_size, pad_id)
+        masks[0][5] = 0
+        return blocks, masks
+
+    monkeypatch.setattr(cpt, "pack_blocks", lossy)
+    stats = cpt.packing_stats(tiny_tokenizer, cpt.texts(_documents(10)), 32)
+    assert stats["kept_share"] < 1.0 and not stats["stream_intact"]
+
+
+def test_read_texts_list_or_jsonl(tmp_path):
+    write_jsonl(tmp_path / "qa.jsonl", [{"text": "Q: a? A: b."}, {"text": "Q: c? A: d."}])
+    assert cpt.read_texts(tmp_path / "qa.jsonl") == ["Q: a? A: b.", "Q: c? A: d."]
+    assert cpt.read_texts(["x"]) == ["x"]
+    with pytest.raises(TypeError):
+        cpt.read_texts([{"text": "x"}])
+
+
+def test_curriculum_puts_qa_first(tiny_tokenizer):
+    qa = [f"§ Question: what treats diabetes {i}? § Answer: Metformin." for i in range(6)]
+    docs = cpt.texts(_documents(20))
+    ds, phases = cpt.curriculum_dataset(tiny_tokenizer, docs, 32, qa, qa_epochs=2, epochs=1.5, seed=0)
+    n_qa = len(cpt.pack(tiny_tokenizer, qa, 32))
+    n_doc = len(cpt.pack(tiny_tokenizer, docs, 32))
+    assert phases == {"qa_blocks": 2 * n_qa, "doc_blocks": n_doc + round(0.5 * n_doc)}
+    assert len(ds) == phases["qa_blocks"] + phases["doc_blocks"]
+    answer = tiny_tokenizer.encode("§", add_special_tokens=False)[-1]  # a byte no document contains
+    assert all(answer in ds[i]["input_ids"] for i in range(phases["qa_blocks"]))
+    assert not any(answer in ds[i]["input_ids"] for i in range(phases["qa_blocks"], len(ds)))
+
+
+def test_pre_instruction_tuning_trains_on_qa_first(tmp_path, tiny_model_dir):
+    qa = [f"§ Question {i}: what treats diabetes? § Answer: Metformin." for i in range(8)]
+    docs = cpt.texts(_documents())
+    p = CptParams(mode="full", pre_instruction_tuning=True, qa_epochs=1, **FAST)
+    model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")
+    with pytest.raises(ValueError, match="QA texts"):
+        cpt.train(model, tok, docs, p, tmp_path / "ck0", device="cpu")
+    outcome = cpt.train(model, tok, docs, p, tmp_path / "ck", device="cpu", qa=qa)
+    expected, phases = cpt.curriculum_dataset(tok, docs, 32, qa, 1, p.epochs, seed=0)
+    assert outcome.phases == phases and outcome.blocks == len(expected) and outcome.global_step == 4
+    first = next(iter(outcome.trainer.get_train_dataloader()))  # the order the Trainer reads: QA blocks first
+    assert torch.equal(first["input_ids"], torch.tensor(expected[:4]["input_ids"]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Modes, trainable checks, training, output
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "qlora"])
+def test_mode_trains_and_writes_loadable_full_model(run_dir, mode):
+    from transformers import AutoModelForCausalLM
+
+    p = CptParams(mode=mode, **FAST)
+    metrics = cpt.run_step(p, run_dir, device="cpu", seed=0)
+    rd = RunDir(run_dir)
+    assert metrics["training"]["global_step"] == 4
+    losses = [loss for _, loss in metrics["training"]["loss_curve"]]
+    assert len(losses) == 4 and all(map(torch.isfinite, torch.tensor(losses)))
+    model = AutoModelForCausalLM.from_pretrained(rd.cpt.model)  # a plain full model, no peft needed
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert model.dtype == torch.float32  # merged into a full-precision base, even for qlora
+    state, base = _state(rd.cpt.model), _state(rd.prepare.model)
+    assert set(state) == set(base)
+    assert all(torch.isfinite(t).all() for t in state.values())
+    changed = [k for k in base if not torch.equal(state[k], base[k])]
+    assert any("q_proj" in k for k in changed), changed
+    if mode != "full":
+        assert (rd.cpt.adapter / "adapter_config.json").is_file()
+        assert json.loads((rd.cpt.adapter / "adapter_config.json").read_text())["r"] == p.lora_r
+        assert not any("embed_tokens" in k for k in changed)  # train_embeddings is off
+    card = (rd.cpt.model / "README.md").read_text()
+    assert str(rd.prepare.model) in card and sha256_file(rd.classify.filtered) in card and p.params_hash() in card
+    saved = read_json(rd.cpt.metrics)
+    assert saved["step"] == "cpt" and saved["params"]["mode"] == mode
+    assert set(saved["before"]["probes"]) >= {"medical", "general", "chat"}
+    assert set(saved["after"]["perplexity"]) == {"medical", "general", "corpus_heldout"}
+    assert saved["forgetting"]["general"] == pytest.approx(
+        saved["before"]["probes"]["general"] - saved["after"]["probes"]["general"])
+    assert saved["delta"]["perplexity"]["corpus_heldout"] == pytest.approx(
+        saved["after"]["perplexity"]["corpus_heldout"] - saved["before"]["perplexity"]["corpus_heldout"])
+
+
+def test_qlora_base_is_4bit_and_only_adapters_train(tiny_model_dir):
+    import bitsandbytes as bnb
+
+    model, _ = cpt.setup_model(CptParams(mode="qlora"), str(tiny_model_dir), "cpu")
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantized and all(m.weight.quant_state.quant_type == "nf4" for m in quantized)
+    assert all(m.compute_dtype == torch.float32 for m in quantized)  # CPU: float32 compute
+    report = cpt.check_trainable(model, CptParams(mode="qlora"))
+    assert report["by_kind"]["lora"] == report["trainable"] > 0
+    assert all("lora_" in n for n in report["names"])
+
+
+def test_train_embeddings_are_trainable_with_their_own_learning_rate(tmp_path, tiny_tokenizer, tiny_model_dir):
+    p = CptParams(mode="lora", train_embeddings=True, **FAST)
+    model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")
+    report = cpt.check_trainable(model, p)
+    emb_rows = len(tok) * 32
+    assert report["by_kind"]["embeddings"] == emb_rows  # one trained copy: the tiny Llama ties embeddings and head
+    assert cpt.embedding_learning_rates(model, p) == {"embed_tokens.modules_to_save": 1e-3,
+                                                      "lm_head.modules_to_save": 1e-3}
+    outcome = cpt.train(model, tok, cpt.texts(_documents()), p, tmp_path / "ck", device="cpu")
+    initial = sorted(g["initial_lr"] for g in outcome.trainer.optimizer.param_groups)
+    assert initial == [1e-3, 1e-2]
+    emb_group = next(g for g in outcome.trainer.optimizer.param_groups if g["initial_lr"] == 1e-3)
+    assert sum(t.numel() for t in emb_group["params"]) == emb_rows
+    out = cpt.finalize(outcome.model, tok, p, tmp_path / "cpt", str(tiny_model_dir), global_step=outcome.global_step)
+    merged, base = _state(out), _state(tiny_model_dir)
+    assert not torch.equal(merged["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()  # still tied
+
+
+def test_check_trainable_raises_when_intended_weights_are_frozen(tiny_model_dir):
+    p = CptParams(mode="lora", train_embeddings=True)
+    model, _ = cpt.setup_model(p, str(tiny_model_dir), "cpu")
+    for n, prm in model.named_parameters():
+        if "modules_to_save" in n:
+            prm.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="embed_tokens"):
+        cpt.check_trainable(model, p)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="no parameter is trainable"):
+        cpt.check_trainable(model, p)
+
+
+def test_unknown_target_module_fails_before_training_and_names_the_available(run_dir):
+    p = CptParams(mode="lora", target_modules=["q_proj", "qkv_proj"], **FAST)
+    with pytest.raises(ValueError) as err:
+        cpt.run_step(p, run_dir, device="cpu")
+    msg = str(err.value)
+    assert "qkv_proj" in msg and "available" in msg and "gate_proj" in msg and "o_proj" in msg
+    assert not RunDir(run_dir).cpt.checkpoints.exists() and not RunDir(run_dir).cpt.model.exists()
+
+
+def _crash_at(step: int):
+    from transformers import TrainerCallback
+
+    class Crash(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise RuntimeError(f"simulated crash at step {step}")
+
+    return Crash()
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir):
+    p = CptParams(mode="full", **{**FAST, "max_steps": 6, "save_steps": 3})
+    docs = cpt.texts(_documents())
+    model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cpt.train(model, tok, docs, p, tmp_path / "ck", device="cpu", callbacks=[_crash_at(4)])
+    assert [d.name for d in (tmp_path / "ck").glob("checkpoint-*")] == ["checkpoint-3"]
+
+    model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")  # a fresh process would start from the base
+    resumed = cpt.train(model, tok, docs, p, tmp_path / "ck", device="cpu")
+    assert resumed.resumed_from.endswith("checkpoint-3")
+    assert resumed.start_step == 3 and resumed.global_step == 6
+    assert [s for s, _ in cpt.loss_curve(resumed.history) if s > 3] == [4, 5, 6]
+
+    model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")
+    straight = cpt.train(model, tok, docs, p, tmp_path / "ck2", device="cpu")
+    assert straight.start_step == 0 and straight.global_step == 6
+    for (n, a), (_, b) in zip(resumed.model.named_parameters(), straight.model.named_parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), n  # same data order, optimizer and schedule as without the crash
+
+    no_resume = p.model_copy(update={"resume": False})
+    model, tok = cpt.setup_model(no_resume, str(tiny_model_dir), "cpu")
+    fresh = cpt.train(model, tok, docs, no_resume, tmp_path / "ck", device="cpu")
+    assert fresh.resumed_from is None and fresh.start_step == 0 and fresh.global_step == 6
+
+
+def test_fingerprint_separates_runs_that_train_differently():
+    p = CptParams()
+    assert cpt.fingerprint(p, "abc") == cpt.fingerprint(p.model_copy(update={"save_steps": 7, "resume": False}), "abc")
+    assert cpt.fingerprint(p, "abc") != cpt.fingerprint(p.model_copy(update={"learning_rate": 5e-4}), "abc")
+    assert cpt.fingerprint(p, "abc") != cpt.fingerprint(p, "abd")  # another corpus
+    assert cpt.checkpoint_dir(Path("/x/ck"), p, "abc").parent == Path("/x/ck")
+
+
+def test_compare_reports_forgetting():
+    before = {"probes": {"medical": 0.25, "general": 0.9, "chat": 0.8}, "perplexity": {"general": 10.0, "medical": 40.0}}
+    after = {"probes": {"medical": 0.7, "general": 0.8, "chat": 0.85}, "perplexity": {"general": 12.0, "medical": 20.0}}
+    out = cpt.compare(before, after)
+    assert out["forgetting"] == pytest.approx({"general": 0.1, "chat": -0.05, "general_perplexity_ratio": 1.2})
+    assert out["delta"]["probes"]["medical"] == pytest.approx(0.45)
+    assert out["delta"]["perplexity"]["medical"] == pytest.approx(-20.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Several GPUs: accelerate configs and command
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 8])
+def test_fsdp_configs_and_launch_command_parse(n, tmp_path):
+    from accelerate.commands.config import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin, patch_environment
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    cfg = load_config_from_file(str(REPO / "params" / "accelerate" / f"fsdp_{n}gpu.yaml"))
+    assert cfg.distributed_type.value == "FSDP" and cfg.num_processes == n
+    assert cfg.fsdp_config["fsdp_version"] == 2
+
+    profile = tmp_path / "profile.yaml"
+    cmd = cpt.launch_command(profile, f"fsdp_{n}gpu", n)
+    assert cmd[:2] == ["accelerate", "launch"] and cmd[-3:] == ["-m", "medslm.cpt_launch", str(profile.resolve())]
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[2:]))
+    assert args.use_fsdp and args.fsdp_version == 2 and args.num_processes == n
+    assert args.module and args.training_script == "medslm.cpt_launch"
+    env = {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_"))}
+    assert env["ACCELERATE_USE_FSDP"] == "true"
+    with patch_environment(**env):  # the plugin the Trainer's Accelerator builds from these variables
+        plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and "FULL_STATE_DICT" in str(plugin.state_dict_type)
+
+
+def test_launch_command_without_config_and_unknown_config():
+    cmd = cpt.launch_command("p.yaml", None, 2, run_dir="/tmp/r")
+    assert "--multi_gpu" in cmd and cmd[-2:] == ["--run-dir", "/tmp/r"]
+    assert "--multi_gpu" not in cpt.launch_command("p.yaml", None, 1)
+    with pytest.raises(FileNotFoundError, match="fsdp_2gpu"):
+        cpt.launch_command("p.yaml", "fsdp_3gpu", 3)
+
+
+def test_two_process_ddp_on_cpu(run_dir, tmp_path):
+    """``accelerate launch --multi_gpu --num_processes 2`` on a CPU: DDP over gloo, via medslm.cpt_launch (~30 s)."""
+    profile = tmp_path / "ddp.yaml"
+    profile.write_text(
+        f"run: {{name: ddp, output_dir: {run_dir}, device: cpu}}\n"
+        "steps:\n  cpt: {mode: lora, max_steps: 4, batch_size: 2, block_size: 32, save_steps: 2, learning_rate: 0.01}\n"
+    )
+    cmd = cpt.launch_command(profile, None, 2, accelerate=cpt.python_accelerate()) + ["--no-eval"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "lib")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.perf_counter() - t0 < 120
+    metrics = read_json(RunDir(run_dir).cpt.metrics)
+    assert metrics["processes"] == 2 and metrics["training"]["global_step"] == 4
+    assert metrics["training"]["tokens_per_step"] == 2 * 2 * 32  # batch x processes x block
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["processes"] == 2
+    assert (RunDir(run_dir).cpt.model / "model.safetensors").is_file()

@@ -1,0 +1,117 @@
+"""The runner executes notebooks with papermill, records the manifest, skips unchanged steps and reports failures.
+
+These tests use small stand-in notebooks for the prepare step, so they run in seconds; the real notebooks run in
+test_end_to_end.py.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from medslm.params import ProfileError
+from medslm.rundir import RunDir, read_json
+from medslm.runner import StepFailed, run_profile, select_steps
+
+PARAMS = "n_documents = 3000\nrun_dir = ''\nprofile = ''"
+
+
+def make_notebook(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    params = new_code_cell(PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "00_prepare.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+WRITE = """\
+from pathlib import Path
+out = Path(run_dir) / "00_prepare"
+out.mkdir(parents=True, exist_ok=True)
+(out / "corpus.jsonl").write_text('{"text": "x", "n": %d}\\n' % n_documents)
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    nbs = tmp_path / "notebooks"
+    make_notebook(nbs, WRITE)
+    profile = tmp_path / "params" / "p.yaml"
+    profile.parent.mkdir()
+    profile.write_text("run: {name: t, output_dir: outputs/t}\nsteps:\n  prepare: {n_documents: 7}\n")
+    return tmp_path, nbs, profile
+
+
+def test_run_writes_manifest_and_executed_notebook(setup):
+    root, nbs, profile = setup
+    lines = []
+    run_dir = run_profile(profile, notebooks_dir=nbs, log=lines.append)
+    assert run_dir == root / "outputs" / "t"
+    assert (run_dir / "00_prepare" / "corpus.jsonl").read_text() == '{"text": "x", "n": 7}\n'
+    executed = nbformat.read(run_dir / "notebooks" / "00_prepare.ipynb", as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "n_documents = 7" in injected[0].source and str(run_dir) in injected[0].source
+    m = read_json(run_dir / "manifest.json")
+    entry = m["steps"]["prepare"]
+    assert entry["status"] == "done" and entry["started"] and entry["ended"] and entry["params_hash"]
+    assert entry["artifacts"][0]["path"] == "00_prepare/corpus.jsonl" and len(entry["artifacts"][0]["sha256"]) == 64
+    assert m["packages"]["papermill"]
+    assert any("running" in line for line in lines) and any("done in" in line for line in lines)
+
+
+def test_unchanged_step_is_skipped_and_changes_rerun(setup):
+    root, nbs, profile = setup
+    run_profile(profile, notebooks_dir=nbs, log=lambda s: None)
+    lines = []
+    run_profile(profile, notebooks_dir=nbs, log=lines.append)
+    assert "skipped" in lines[-1]
+    run_profile(profile, notebooks_dir=nbs, log=lines.append, force=True)
+    assert "done in" in lines[-1]
+    profile.write_text(profile.read_text().replace("n_documents: 7", "n_documents: 8"))
+    run_profile(profile, notebooks_dir=nbs, log=lines.append)
+    assert "done in" in lines[-1]
+    # a deleted artifact makes the step run again
+    (root / "outputs" / "t" / "00_prepare" / "corpus.jsonl").unlink()
+    run_profile(profile, notebooks_dir=nbs, log=lines.append)
+    assert "done in" in lines[-1]
+
+
+def test_failure_names_notebook_cell_and_executed_copy(setup):
+    root, nbs, profile = setup
+    make_notebook(nbs, "raise ValueError('bad corpus record at line 3')")
+    with pytest.raises(StepFailed) as exc:
+        run_profile(profile, notebooks_dir=nbs, log=lambda s: None)
+    msg = str(exc.value)
+    assert "00_prepare.ipynb" in msg and "cell" in msg and "ValueError: bad corpus record at line 3" in msg
+    executed = root / "outputs" / "t" / "notebooks" / "00_prepare.ipynb"
+    assert str(executed) in msg and executed.exists()
+    entry = RunDir(root / "outputs" / "t").read_manifest()["steps"]["prepare"]
+    assert entry["status"] == "failed" and "bad corpus record" in entry["error"]
+
+
+def test_cell_timeout_is_reported(setup):
+    root, nbs, profile = setup
+    make_notebook(nbs, "import time\ntime.sleep(30)")
+    with pytest.raises(StepFailed, match="timed out"):
+        run_profile(profile, notebooks_dir=nbs, log=lambda s: None, execution_timeout=2)
+
+
+def test_select_steps(setup):
+    from medslm.params import load_profile
+
+    _, _, profile = setup
+    prof = load_profile(profile)
+    assert select_steps(prof) == ["prepare"]
+    assert select_steps(prof, from_step="prepare") == ["prepare"]
+    with pytest.raises(ProfileError, match="not in this profile"):
+        select_steps(prof, steps=["merge"])
+
+
+def test_missing_notebook_is_an_error_before_running(tmp_path, setup):
+    _, _, profile = setup
+    with pytest.raises(ProfileError, match="has no notebook"):
+        run_profile(profile, notebooks_dir=tmp_path / "nowhere", log=lambda s: None)
