@@ -1,0 +1,112 @@
+"""00_prepare's library: the toy-world build (small sizes) and the real-corpus paths (local files, hub errors)."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from medslm.evaluate import evaluate_probes
+from medslm.params import PrepareParams
+from medslm.prepare import CorpusSourceError, iter_hub_documents, record_base_model, write_real_corpus
+from medslm.rundir import JsonlError, RunDir, read_json, read_jsonl
+from medslm.toyworld import build
+
+SMALL = dict(n_documents=120, pretrain_documents=60, chat_examples=60, vocab_size=400, hidden_size=32,
+             num_layers=1, num_heads=2, intermediate_size=64, pretrain_epochs=1.0, batch_size=8)
+
+
+def small_build(seed: int, tmp_path):
+    p = PrepareParams(**SMALL)
+    data = build.make_world_data(p, seed)
+    tok = build.train_world_tokenizer(data, p.vocab_size)
+    d = RunDir(tmp_path / f"run{seed}").prepare
+    files = build.write_world_files(d, data, tok)
+    model, history, _ = build.pretrain_tiny_model(p, data, tok, device="cpu")
+    return d, model, tok, history, files["probes"]
+
+
+def test_same_seed_same_files_and_metrics(tmp_path):
+    d1, m1, t1, h1, probes1 = small_build(0, tmp_path / "a")
+    d2, m2, t2, h2, probes2 = small_build(0, tmp_path / "b")
+    for name in ("corpus", "probes", "chat", "heldout", "world"):
+        assert getattr(d1, name).read_bytes() == getattr(d2, name).read_bytes(), name
+    assert [h["loss"] for h in h1 if "loss" in h] == [h["loss"] for h in h2 if "loss" in h]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    s1, s2 = evaluate_probes(m1, t1, probes1), evaluate_probes(m2, t2, probes2)
+    assert s1 == s2
+    d3, *_ = small_build(1, tmp_path / "c")
+    assert d3.corpus.read_bytes() != d1.corpus.read_bytes()
+
+
+def test_pretraining_lowers_the_loss(tmp_path):
+    p = PrepareParams(**{**SMALL, "pretrain_epochs": 4.0})
+    data = build.make_world_data(p, 0)
+    tok = build.train_world_tokenizer(data, p.vocab_size)
+    _, history, _ = build.pretrain_tiny_model(p, data, tok, device="cpu")
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_pretraining_data_has_no_medical_documents():
+    data = build.make_world_data(PrepareParams(**SMALL), 0)
+    assert data.pretrain_texts and all("kind" not in t for t in data.pretrain_texts)
+    assert {c["kind"] for c in data.chats} <= {"fact", "small_talk", "instruction"}
+
+
+def local_params(files, **kw):
+    return PrepareParams(source="local", local_files=[str(f) for f in files], max_documents=10, **kw)
+
+
+def test_local_jsonl_parquet_and_gz(tmp_path):
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text('{"text": "Erster Text", "url": "u1"}\n{"text": ""}\n{"text": "Zweiter Text"}\n')
+    parquet = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": ["Dritter Text"], "lang": ["en"]}), parquet)
+    gz = tmp_path / "c.jsonl.gz"
+    with gzip.open(gz, "wt") as f:
+        f.write(json.dumps({"text": "Vierter Text"}) + "\n")
+    d = RunDir(tmp_path / "run").prepare
+    d.path.mkdir(parents=True)
+    n = write_real_corpus(local_params([jsonl, parquet, gz]), d, "de")
+    docs = read_jsonl(d.corpus)
+    assert n == 4 and [x["text"] for x in docs] == ["Erster Text", "Zweiter Text", "Dritter Text", "Vierter Text"]
+    assert docs[0]["lang"] == "de" and docs[2]["lang"] == "en" and docs[0]["url"] == "u1"
+    assert len({x["id"] for x in docs}) == 4
+
+
+def test_local_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"body": "no text field"}\n')
+    d = RunDir(tmp_path / "run").prepare
+    d.path.mkdir(parents=True)
+    with pytest.raises(JsonlError, match=r"bad\.jsonl:2: missing field\(s\) text"):
+        write_real_corpus(local_params([bad]), d, "de")
+    with pytest.raises(CorpusSourceError, match="no such corpus file"):
+        write_real_corpus(local_params([tmp_path / "missing.jsonl"]), d, "de")
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "x.parquet")
+    with pytest.raises(CorpusSourceError, match="no column 'text'; columns: body"):
+        write_real_corpus(local_params([tmp_path / "x.parquet"]), d, "de")
+
+
+def test_local_files_must_have_known_suffixes():
+    with pytest.raises(ValueError, match="not a .jsonl"):
+        PrepareParams(source="local", local_files=["corpus.csv"])
+
+
+def test_hub_unreachable_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CorpusSourceError, match="could not stream hub dataset 'HuggingFaceFW/fineweb-2'"):
+        next(iter_hub_documents("HuggingFaceFW/fineweb-2", "deu_Latn", "train"))
+
+
+def test_record_base_model(tmp_path, tiny_model_dir):
+    d = RunDir(tmp_path).prepare
+    info = record_base_model(d, tiny_model_dir)
+    assert info["local"] and info["ref"] == str(tiny_model_dir.resolve())
+    info = record_base_model(d, "Qwen/Qwen2.5-1.5B-Instruct", revision="main")
+    assert read_json(d.base_model) == {"ref": "Qwen/Qwen2.5-1.5B-Instruct", "local": False, "revision": "main",
+                                       "trust_remote_code": False}
