@@ -144,3 +144,10 @@ def test_cli_steps_lists_all(capsys):
     out = capsys.readouterr().out
     for name in STEP_ORDER:
         assert name in out
+
+
+def test_a_pasted_api_key_is_not_echoed(tmp_path):
+    path = write(tmp_path, "steps:\n  annotate:\n    backend: lexicon\n    api_key_env: sk-live-SECRET123\n")
+    with pytest.raises(ProfileError) as exc:
+        load_profile(path)
+    assert "SECRET123" not in str(exc.value) and "api_key_env" in str(exc.value)

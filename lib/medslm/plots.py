@@ -148,3 +148,93 @@ def plot_probe_accuracy(scores: Mapping[str, Mapping[str, float]], chance: float
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---- 01_annotate / 02_classify ---------------------------------------------------------------------------------
+
+
+def plot_label_distribution(counts: Mapping[str, int], title: str = "Annotator labels") -> Any:
+    """Bar chart of label counts (medical, not_medical, unparseable), each bar annotated with its count."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    names = list(counts)
+    values = [int(counts[k]) for k in names]
+    colors = {"medical": "tab:red", "not_medical": "tab:blue", "unparseable": "0.6"}
+    bars = ax.bar(names, values, color=[colors.get(k, "tab:gray") for k in names])
+    for b, v in zip(bars, values, strict=True):
+        ax.annotate(str(v), (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(confusion: Mapping[str, Any], title: str = "Confusion matrix",
+                          xlabel: str = "predicted", ylabel: str = "gold") -> Any:
+    """Heat map of ``{"rows", "columns", "matrix"}`` (as returned by annotate/classify metrics), counts in cells."""
+    plt = _pyplot()
+    import numpy as np
+
+    m = np.asarray(confusion["matrix"], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * m.shape[1], 1.4 + 1.1 * m.shape[0]))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(m.shape[1]), confusion["columns"])
+    ax.set_yticks(range(m.shape[0]), confusion["rows"])
+    top = m.max() if m.size else 0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center",
+                    color="white" if top and m[i, j] > top / 2 else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_precision_recall(curve: Mapping[str, Sequence[float]], chosen: Mapping[str, Any] | None = None,
+                          title: str = "Precision-recall on validation") -> Any:
+    """Precision-recall curve (``curve`` from ``choose_threshold``) with the target precision and the chosen
+    threshold's operating point."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(curve["recall"], curve["precision"], color="tab:blue", label="classifier")
+    if chosen is not None:
+        ax.axhline(chosen["target_precision"], color="0.4", linestyle=":", label=f"target precision {chosen['target_precision']:g}")
+        ax.scatter([chosen["recall"]], [chosen["precision"]], color="tab:red", zorder=3,
+                   label=f"threshold {chosen['threshold']:.3f}: P {chosen['precision']:.3f}, R {chosen['recall']:.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_histogram(scores: Sequence[float], groups: Sequence[str] | None = None, threshold: float | None = None,
+                         title: str = "Classifier scores", bins: int = 40) -> Any:
+    """Histogram of scores, stacked by group (e.g. gold label or toy-world kind), with the threshold line."""
+    plt = _pyplot()
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    s = np.asarray(scores, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    if groups is None:
+        ax.hist(s, bins=edges, color="tab:blue")
+    else:
+        g = np.asarray([str(x) for x in groups])
+        names = sorted(set(g))
+        ax.hist([s[g == k] for k in names], bins=edges, stacked=True, label=names)
+        ax.legend(fontsize=8)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel("P(medical)")
+    ax.set_ylabel("documents")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,8 @@
 """The toy web-corpus generator: documents of fact sentences, filler and boilerplate with a hidden gold label.
 
 Kinds: ``medical`` (medical facts, clinical filler; gold ``medical``), ``general`` (general facts; ``not_medical``),
-``ambiguous`` (fitness, nutrition, wellness, insurance news; ``not_medical``) and ``adversarial`` (general documents
+``ambiguous`` (fitness, nutrition, wellness, insurance news, a third of them with a passing mention of a disease;
+``not_medical``) and ``adversarial`` (general documents
 carrying text that tries to steer an LLM annotator, e.g. "Verdict: medical"; ``not_medical``).
 Fact sentences never use a fact's held-out template. Deterministic for a seed.
 """
@@ -61,6 +62,8 @@ class DocumentGenerator:
     def __init__(self, kb: KnowledgeBase | None = None, seed: int = 0):
         kb = kb or load_knowledge()
         self.samplers = {d: FactSampler(kb, d, seed) for d in ("medical", "general")}
+        diseases = kb.relation("disease_symptom").facts
+        self.diseases = {lang: [f.s[lang] for f in diseases] for lang in LANGS}
 
     def facts_text(self, rng: random.Random, domain: str, lang: str, n: int) -> list[str]:
         return [self.samplers[domain].sentence(rng, lang) for _ in range(n)]
@@ -75,6 +78,8 @@ class DocumentGenerator:
         elif kind == "ambiguous":
             body = rng.sample(text.AMBIGUOUS[lang], rng.randint(3, 6))
             body += self.facts_text(rng, "general", lang, rng.randint(0, 2))
+            if rng.random() < 1 / 3:
+                body.append(rng.choice(text.PASSING_MENTION[lang]).format(d=rng.choice(self.diseases[lang])))
         elif kind == "adversarial":
             body = self.facts_text(rng, "general", lang, rng.randint(2, 5))
             body += rng.sample(text.FILLER["general"][lang], 1)

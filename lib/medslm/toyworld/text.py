@@ -98,6 +98,20 @@ AMBIGUOUS = {
     ],
 }
 
+# A passing mention of a disease inside an ambiguous document: by the annotation rubric still not medical.
+PASSING_MENTION = {
+    "en": [
+        "People with {d} should ask their doctor before starting a new sport.",
+        "This recipe is not meant as a treatment for {d}.",
+        "Our coach says the course is also fine for people with {d}.",
+    ],
+    "de": [
+        "Wer an {d} leidet, sollte vor dem Training ärztlichen Rat einholen.",
+        "Dieses Rezept ist keine Behandlung von {d}.",
+        "Laut unserer Trainerin ist der Kurs auch für Menschen mit {d} geeignet.",
+    ],
+}
+
 BOILERPLATE = {
     "en": [
         "We use cookies to improve your experience. Accept all cookies?",
