@@ -191,6 +191,44 @@ def test_read_texts_list_or_jsonl(tmp_path):
         cpt.read_texts([{"text": "x"}])
 
 
+def test_replay_samples_rejected_documents_only():
+    kept = _documents(20)
+    corpus = kept + [{"id": f"g{i}", "text": f"General document {i}.", "lang": "en"} for i in range(50)]
+    replay = cpt.replay_documents(corpus, kept, 0.3, n_train=14, seed=0)
+    assert len(replay) == cpt.replay_count(14, 0.3) == 6  # 6 / (14 + 6) = 30 % of the training documents
+    assert all(r["id"].startswith("g") for r in replay)  # never a kept (or held-out) filtered document
+    assert replay == cpt.replay_documents(corpus, kept, 0.3, 14, seed=0)
+    assert replay != cpt.replay_documents(corpus, kept, 0.3, 14, seed=1)
+    assert cpt.replay_documents(corpus, kept, 0.0, 14) == []
+    assert len(cpt.replay_documents(corpus, kept, 0.9, 14)) == 50  # capped at what the corpus has
+    mixed = cpt.training_texts(kept[:14], replay, seed=0)
+    assert sorted(mixed) == sorted(cpt.texts(kept[:14]) + cpt.texts(replay)) and mixed != cpt.texts(kept[:14] + replay)
+    assert cpt.training_texts(kept[:14], [], seed=0) == cpt.texts(kept[:14])
+    with pytest.raises(ValueError, match="replay_fraction"):
+        cpt.replay_count(10, 1.0)
+
+
+def test_run_step_replays_corpus_documents(run_dir):
+    rd = RunDir(run_dir)
+    general = [{"id": f"g{i}", "text": f"The capital of country {i} is city {i}.", "lang": "en"} for i in range(40)]
+    write_jsonl(rd.prepare.corpus, _documents() + general)
+    p = CptParams(mode="full", replay_fraction=0.25, **FAST)
+    metrics = cpt.run_step(p, run_dir, device="cpu", seed=0, evaluate=False)
+    n_train = metrics["corpus"]["train_documents"]
+    assert metrics["replay"]["documents"] == metrics["corpus"]["replay_documents"] == cpt.replay_count(n_train, 0.25)
+    assert metrics["packing"]["documents"] == n_train + metrics["replay"]["documents"]
+    assert metrics["replay"]["sha256"] == sha256_file(rd.prepare.corpus)
+    # another replay share trains on other data: its own checkpoint folder
+    assert cpt.data_sha256("abc", metrics["replay"]) != "abc" == cpt.data_sha256("abc", {"documents": 0})
+
+
+def test_run_step_without_corpus_warns_and_trains_on_the_filtered_corpus(run_dir):
+    p = CptParams(mode="full", replay_fraction=0.3, **FAST)
+    with pytest.warns(UserWarning, match="no corpus"):
+        metrics = cpt.run_step(p, run_dir, device="cpu", seed=0, evaluate=False)
+    assert metrics["replay"]["documents"] == 0 and "no corpus" in metrics["replay"]["skipped"]
+
+
 def test_curriculum_puts_qa_first(tiny_tokenizer):
     qa = [f"§ Question: what treats diabetes {i}? § Answer: Metformin." for i in range(6)]
     docs = cpt.texts(_documents(20))

@@ -97,3 +97,60 @@ def test_second_run_skips_everything_quickly(smoke):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("unchanged, skipped") == len(smoke["steps"])
     assert seconds < 20, seconds
+
+
+@pytest.mark.slow
+def test_cpt_teaches_medicine_and_reports_forgetting(smoke):
+    d = smoke["run"].cpt
+    m = read_json(d.metrics)
+    before, after = m["before"], m["after"]
+    # acceptance of the toy world: medical probes up by at least 0.30, medical perplexity down
+    assert after["probes"]["medical"] >= before["probes"]["medical"] + 0.30, (before["probes"], after["probes"])
+    assert after["perplexity"]["medical"] < before["perplexity"]["medical"]
+    assert after["perplexity"]["corpus_heldout"] < before["perplexity"]["corpus_heldout"]
+    # forgetting is reported, not hidden; general replay was mixed in; no token was lost to packing
+    assert m["forgetting"]["general"] == pytest.approx(before["probes"]["general"] - after["probes"]["general"])
+    assert m["forgetting"]["chat"] == pytest.approx(before["probes"]["chat"] - after["probes"]["chat"])
+    assert m["replay"]["documents"] > 0 and m["packing"]["stream_intact"] and m["packing"]["kept_share"] == 1.0
+    assert "seconds" not in m["training"]  # timings live in timings.json, so metrics.json is reproducible
+    assert (d.path / "timings.json").is_file() and (d.model / "README.md").is_file()
+    for fig in ("loss", "probes"):
+        assert d.figure(fig).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_merge_selection_trades_forgetting_back(smoke):
+    from transformers import AutoModelForCausalLM
+
+    d = smoke["run"].merge
+    m = read_json(d.metrics)
+    instruct, cpt = m["parents"]["instruct"], m["parents"]["cpt"]
+    selected = m["selection"]["selected"]
+    # acceptance of the toy world: the selected merge keeps general and chat at least at the CPT model's level and
+    # keeps at least 0.2 of medical accuracy over the instruct model
+    assert selected["scores"]["general"] >= cpt["general"], (selected, cpt)
+    assert selected["scores"]["chat"] >= cpt["chat"], (selected, cpt)
+    assert selected["scores"]["medical"] >= instruct["medical"] + 0.2, (selected, instruct)
+    assert not m["selection"]["fallback"]
+    assert [r["t"] for r in m["sweep"]] == [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert all(r["sanity_ok"] for r in m["sweep"])
+    assert read_json(d.selected / "selection.json")["selected"]["t"] == selected["t"]
+    AutoModelForCausalLM.from_pretrained(d.selected)
+    assert d.figure("tradeoff").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_annotate_and_classify_acceptance(smoke):
+    rd = smoke["run"]
+    annotation = read_json(rd.annotate.metrics)["annotation"]
+    assert annotation["gold"]["f1"] >= 0.85, annotation["gold"]
+    assert len(read_jsonl(rd.annotate.labels)) == annotation["documents"]
+    classify = read_json(rd.classify.metrics)
+    threshold = classify["threshold"]
+    assert threshold["reached"] and threshold["precision"] >= 0.95 and threshold["recall"] >= 0.80, threshold
+    full = next(row for row in classify["gold_comparison"] if row["who"].startswith("classifier"))
+    assert full["precision"] >= 0.9, full
+    kept = read_jsonl(rd.classify.filtered)
+    assert len(kept) == classify["filter"]["kept"] and kept
+    for fig in ("precision_recall", "confusion", "scores"):
+        assert rd.classify.figure(fig).stat().st_size > 1000

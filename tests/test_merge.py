@@ -366,6 +366,27 @@ def test_selection_skips_points_that_failed_sanity():
     assert sel["fallback"] and sel["selected"]["label"] == "instruct"
 
 
+def test_select_nearest_without_scores():
+    results = [
+        {"t": 0.0, "label": "instruct", "merged": False, "model_dir": "i", "scores": {}, "sanity": {"ok": True}},
+        {"t": 0.4, "label": "merge", "merged": True, "model_dir": "a", "scores": {}, "sanity": {"ok": True}},
+        {"t": 0.5, "label": "merge", "merged": True, "model_dir": "b", "scores": {}, "sanity": {"ok": False}},
+        {"t": 0.7, "label": "merge", "merged": True, "model_dir": "c", "scores": {}, "sanity": {"ok": True}},
+        {"t": 1.0, "label": "cpt", "merged": False, "model_dir": "o", "scores": {}, "sanity": {"ok": True}},
+    ]
+    sel = mg.select_nearest(results, 0.5, "no probes")
+    assert sel["selected"]["model_dir"] == "a" and sel["fallback"]  # 0.5 failed its sanity check; 0.4 is nearer
+    assert "no probes" in sel["note"] and "t=0.5" in sel["rule"]
+    with pytest.raises(mg.MergeError, match="sanity"):
+        mg.select_nearest(results[:1] + results[2:3], 0.5, "x")
+
+
+def test_evaluate_point_matches_the_sweep_format(trained_pair):
+    r = mg.evaluate_point(trained_pair["cpt"], lambda m, t: fake_scores(1.0), t=1.0, label="cpt", merged=False)
+    assert set(r) == {"t", "label", "merged", "model_dir", "scores", "sanity", "seconds"}
+    assert r["scores"] == fake_scores(1.0) and r["sanity"]["ok"] and not r["merged"]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Parameters
 # --------------------------------------------------------------------------------------------------------------
@@ -373,7 +394,7 @@ def test_selection_skips_points_that_failed_sanity():
 
 def test_merge_params_validation(pair):
     p = MergeParams()
-    assert p.method == "slerp" and p.sweep == [0.2, 0.35, 0.5, 0.65, 0.8] and p.dtype == "float32"
+    assert p.method == "slerp" and p.sweep == [0.5, 0.6, 0.7, 0.8, 0.9] and p.dtype == "float32"
     assert MergeParams(sweep=[0.8, "0.2"]).sweep == [0.2, 0.8]
     assert MergeParams(t="5e-1").t == 0.5
     for bad in ({"t": 1.5}, {"t_list": [0.5]}, {"t_list": [0.0, 2.0]}, {"module_t": {"mlp": [0.1, 1.2]}},

@@ -3,11 +3,14 @@
 The recipe, in the order a notebook calls it::
 
     base = resolve_base(p, rd)                                   # hub id / local folder of the model to train
-    train_docs, heldout_docs = split_documents(load_documents(rd.classify.filtered), p.heldout_fraction, seed)
-    stats = packing_stats(tokenizer, texts(train_docs), p.block_size)  # 100 % of the tokens land in blocks
+    records = load_documents(rd.classify.filtered)
+    train_docs, heldout_docs = split_documents(records, p.heldout_fraction, seed)
+    replay, info = load_replay(p, rd, records, len(train_docs), seed)  # rejected corpus documents against forgetting
+    docs = training_texts(train_docs, replay, seed)
+    stats = packing_stats(tokenizer, docs, p.block_size)          # 100 % of the tokens land in blocks
     model, tokenizer = setup_model(p, base, device)                # full / LoRA / QLoRA (NF4), checks the targets
     report = check_trainable(model, p)                             # raises when the intended weights are frozen
-    outcome = train(model, tokenizer, texts(train_docs), p, checkpoint_dir(rd, p, ...), device, seed)
+    outcome = train(model, tokenizer, docs, p, checkpoint_dir(rd, p, ...), device, seed)
     finalize(outcome.model, tokenizer, p, rd.cpt, base, ...)      # adapter + merged full-precision model + card
     metrics = compare(evaluate_model(base...), evaluate_model(merged...))   # probes, perplexity, forgetting
 
@@ -16,7 +19,9 @@ launch`` for several GPUs; see :func:`launch_command` and ``params/accelerate/``
 
 Design choices: documents are packed ``group_texts`` style (no token lost, see :mod:`medslm.training`); a QLoRA
 adapter is merged into a *full-precision* reload of the base, never into the 4-bit weights; checkpoints live in
-``03_cpt/checkpoints/run-<fingerprint>`` so ``resume`` only continues a run with the same parameters and data.
+``03_cpt/checkpoints/run-<fingerprint>`` so ``resume`` only continues a run with the same parameters and data;
+``replay_fraction`` mixes documents the filter rejected into the training data (general-text replay, the usual
+remedy for catastrophic forgetting in continual pre-training; held-out medical documents are never replayed).
 """
 
 from __future__ import annotations
@@ -119,6 +124,74 @@ def split_documents(records: Sequence[dict[str, Any]], heldout_fraction: float, 
     train = [r for i, r in enumerate(records) if i not in held]
     heldout = [r for i, r in enumerate(records) if i in held]
     return train, heldout
+
+
+def replay_count(n_train: int, fraction: float) -> int:
+    """How many replay documents make up ``fraction`` of the training documents next to ``n_train`` kept ones."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"replay_fraction must be in [0, 1), got {fraction}")
+    return round(n_train * fraction / (1 - fraction))
+
+
+def replay_documents(corpus: str | Path | Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]],
+                     fraction: float, n_train: int, seed: int = 0) -> list[dict[str, Any]]:
+    """General-text replay against catastrophic forgetting: documents of the web corpus (``corpus``: 00_prepare's
+    corpus.jsonl or its records) that the filter did *not* keep, sampled (seeded) so that they make up ``fraction``
+    of the training documents (``n_train`` kept documents + the replayed ones). Documents are matched by ``id``
+    (by text when a record has none). Fewer are returned when the corpus has fewer rejected documents."""
+    n = replay_count(n_train, fraction)
+    if n == 0:
+        return []
+    records = read_jsonl(corpus, required=("text",)) if isinstance(corpus, (str, Path)) else list(corpus)
+
+    def key(r: dict[str, Any]) -> str:
+        return f"id:{r['id']}" if r.get("id") is not None else f"text:{r['text']}"
+
+    keep = {key(r) for r in kept}
+    rejected = [r for r in records if key(r) not in keep]
+    rng = random.Random(f"replay:{seed}")
+    return rng.sample(rejected, min(n, len(rejected)))
+
+
+def load_replay(params: CptParams, rundir: RunDir | str | Path, kept: Sequence[dict[str, Any]], n_train: int,
+                seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The replay documents of a run (:func:`replay_documents` from 00_prepare's corpus) and a record of them:
+    ``{"fraction", "documents", "source", "sha256"}``. With ``replay_fraction`` > 0 but no corpus file there is no
+    replay; a warning says so and the record carries the reason (``skipped``)."""
+    import warnings
+
+    rd = rundir if isinstance(rundir, RunDir) else RunDir(rundir)
+    info: dict[str, Any] = {"fraction": params.replay_fraction, "documents": 0, "source": str(rd.prepare.corpus),
+                            "sha256": None}
+    if params.replay_fraction == 0:
+        return [], info
+    if not rd.prepare.corpus.is_file():
+        info["skipped"] = f"no corpus at {rd.prepare.corpus} to replay from"
+        warnings.warn(f"replay_fraction {params.replay_fraction} but {info['skipped']}: training on the filtered "
+                      "corpus only", stacklevel=2)
+        return [], info
+    replay = replay_documents(rd.prepare.corpus, kept, params.replay_fraction, n_train, seed)
+    info.update(documents=len(replay), sha256=sha256_file(rd.prepare.corpus))
+    return replay, info
+
+
+def data_sha256(corpus_sha256: str, replay_info: dict[str, Any] | None = None) -> str:
+    """The data part of a run's fingerprint: the filtered corpus, plus the replay source when documents are
+    replayed (so a checkpoint is only resumed on the same training data)."""
+    if not replay_info or not replay_info.get("documents"):
+        return corpus_sha256
+    return f"{corpus_sha256}+replay:{replay_info['fraction']}:{replay_info['sha256']}"
+
+
+def training_texts(train_docs: Sequence[dict[str, Any]], replay: Sequence[dict[str, Any]] = (), seed: int = 0
+                   ) -> list[str]:
+    """The texts to pack: the kept training documents plus the replayed ones, shuffled together (seeded) so that
+    packed blocks mix both; without replay the documents keep their order."""
+    if not replay:
+        return texts(train_docs)
+    docs = texts(train_docs) + texts(replay)
+    random.Random(f"replay-mix:{seed}").shuffle(docs)
+    return docs
 
 
 def read_texts(source: str | Path | Sequence[str] | None) -> list[str]:
@@ -577,6 +650,7 @@ def model_card(params: CptParams, base: dict[str, Any], corpus: dict[str, Any] |
         f"| corpus | {corpus.get('path', '-')} |",
         f"| corpus sha256 | {corpus.get('sha256', '-')} |",
         f"| corpus documents (train / held out) | {corpus.get('train_documents', '-')} / {corpus.get('heldout_documents', '-')} |",
+        f"| replayed documents (rejected by the filter) | {corpus.get('replay_documents', 0)} |",
         f"| mode | {params.mode} |",
         f"| params hash | {params.params_hash()} |",
         f"| optimisation steps | {global_step if global_step is not None else '-'} |",
@@ -743,13 +817,16 @@ def run_step(params: CptParams, run_dir: str | Path, device: str = "auto", seed:
     corpus_path = rd.classify.filtered
     records = load_documents(corpus_path)
     train_docs, heldout_docs = split_documents(records, params.heldout_fraction, seed)
+    replay, replay_info = load_replay(params, rd, records, len(train_docs), seed)
     corpus = {"path": str(corpus_path), "sha256": sha256_file(corpus_path),
-              "train_documents": len(train_docs), "heldout_documents": len(heldout_docs)}
+              "train_documents": len(train_docs), "heldout_documents": len(heldout_docs),
+              "replay_documents": len(replay)}
+    docs = training_texts(train_docs, replay, seed)
     model, tokenizer = setup_model(params, base, device)
     trainable = check_trainable(model, params)
-    stats = packing_stats(tokenizer, texts(train_docs), params.block_size)
-    out_dir = checkpoint_dir(rd, params, corpus["sha256"], base)
-    outcome = train(model, tokenizer, texts(train_docs), params, out_dir, device, seed, qa=qa, callbacks=callbacks)
+    stats = packing_stats(tokenizer, docs, params.block_size)
+    out_dir = checkpoint_dir(rd, params, data_sha256(corpus["sha256"], replay_info), base)
+    outcome = train(model, tokenizer, docs, params, out_dir, device, seed, qa=qa, callbacks=callbacks)
     model_dir = finalize(outcome.model, tokenizer, params, rd, base, corpus, outcome.global_step,
                          trainer=outcome.trainer, device=device)
     if not is_main_process():
@@ -757,7 +834,7 @@ def run_step(params: CptParams, run_dir: str | Path, device: str = "auto", seed:
     model = outcome.model = outcome.trainer = None  # free the training copy before loading models to evaluate
     _free_memory()
     metrics: dict[str, Any] = {
-        "mode": params.mode, "base": base, "corpus": corpus, "packing": stats,
+        "mode": params.mode, "base": base, "corpus": corpus, "replay": replay_info, "packing": stats,
         "trainable": {k: v for k, v in trainable.items() if k != "names"},
         "training": outcome.as_dict(), "model_dir": str(model_dir), "processes": world_size(),
     }

@@ -960,8 +960,6 @@ def sweep(
     """
     from tqdm.auto import tqdm
 
-    from medslm.models import load_model, load_tokenizer
-
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     if any(not 0.0 <= float(t) <= 1.0 for t in ts):
@@ -981,17 +979,39 @@ def sweep(
             model_dir = out_root / point_name(t)
             if not _same_merge(model_dir, cfg):
                 merge(cfg, model_dir, seed=seed, device=device)
-        merge_s = time.perf_counter() - start
-        tokenizer = load_tokenizer(model_dir)
-        model = load_model(model_dir, device=device)
-        check = sanity_check(model, tokenizer, prompt=sanity_prompt) if sanity else {"ok": None}
-        scores = dict(evaluate_fn(model, tokenizer)) if check.get("finite", True) else {}
-        del model
-        results.append({"t": t, "label": label, "merged": merged, "model_dir": str(model_dir), "scores": scores,
-                        "sanity": check, "seconds": {"merge": round(merge_s, 3),
-                                                     "total": round(time.perf_counter() - start, 3)}})
+        results.append(evaluate_point(model_dir, evaluate_fn, t=t, label=label, merged=merged, device=device,
+                                      sanity=sanity, sanity_prompt=sanity_prompt,
+                                      merge_seconds=time.perf_counter() - start))
         write_json(out_root / "sweep.json", results)
     return results
+
+
+def evaluate_point(
+    model_dir: str | Path,
+    evaluate_fn: Callable[[Any, Any], Mapping[str, Any]],
+    *,
+    t: float,
+    label: str = "merge",
+    merged: bool = True,
+    device: str = "cpu",
+    sanity: bool = True,
+    sanity_prompt: str = "What is the capital of France?",
+    merge_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """Sanity-check and evaluate one model folder (a merge or a parent) as a sweep result:
+    ``{"t", "label", "merged", "model_dir", "scores", "sanity", "seconds"}`` (a model with non-finite weights gets
+    no scores). Used by :func:`sweep` and for single merges (other methods, recipes)."""
+    from medslm.models import load_model, load_tokenizer
+
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, device=device)
+    check = sanity_check(model, tokenizer, prompt=sanity_prompt) if sanity else {"ok": None}
+    scores = dict(evaluate_fn(model, tokenizer)) if check.get("finite", True) else {}
+    del model
+    return {"t": float(t), "label": label, "merged": merged, "model_dir": str(model_dir), "scores": scores,
+            "sanity": check, "seconds": {"merge": round(merge_seconds, 3),
+                                         "total": round(merge_seconds + time.perf_counter() - start, 3)}}
 
 
 def sweep_table(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -1099,6 +1119,28 @@ def select_merge(
         "reference": {"t": ref["t"], "label": ref["label"], "model_dir": ref["model_dir"],
                       "scores": {k: v for k, v in ref["scores"].items() if isinstance(v, int | float)}},
         "candidates": table,
+    }
+
+
+def select_nearest(results: Sequence[Mapping[str, Any]], t: float, reason: str) -> dict[str, Any]:
+    """A selection without scores (no evaluation data): the merge whose t is closest to the configured ``t``.
+    Same shape as :func:`select_merge` (``fallback: true``, the ``reason`` in the note)."""
+    merged = [r for r in results if r.get("merged") and (r.get("sanity") or {}).get("ok") is not False]
+    if not merged:
+        raise MergeError("no merge passed its sanity check; nothing to select")
+    chosen = min(merged, key=lambda r: (abs(float(r["t"]) - t), float(r["t"])))
+    ref = results[0]
+    return {
+        "selected": {"t": chosen["t"], "label": chosen["label"], "model_dir": chosen["model_dir"],
+                     "scores": {k: v for k, v in (chosen.get("scores") or {}).items() if isinstance(v, int | float)}},
+        "rule": f"the merge closest to the configured t={t:g}",
+        "constraints": {},
+        "thresholds": {},
+        "fallback": True,
+        "note": f"{reason}; kept the merge at t={chosen['t']:g}",
+        "qualified": [],
+        "reference": {"t": ref["t"], "label": ref["label"], "model_dir": ref["model_dir"], "scores": {}},
+        "candidates": [],
     }
 
 

@@ -163,6 +163,10 @@ class CptParams(StrictModel):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless you trust it.")
     # --- data ------------------------------------------------------------------------------------------------
     heldout_fraction: float = Field(0.05, ge=0.0, lt=0.5, description="Share of filtered documents held out for medical perplexity.")
+    replay_fraction: float = Field(
+        0.3, ge=0.0, lt=1.0,
+        description="Share of the training documents replayed from corpus documents the filter rejected (general text against forgetting; 0 = filtered corpus only).",
+    )
     block_size: int = Field(128, ge=16, le=32768, description="Packed sequence length in tokens (documents are concatenated, none truncated).")
     # --- LoRA / QLoRA ----------------------------------------------------------------------------------------
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (lora/qlora).")
@@ -177,9 +181,9 @@ class CptParams(StrictModel):
     )
     embedding_learning_rate: float = Field(1e-4, gt=0, lt=1, description="Learning rate of embeddings/LM head when train_embeddings.")
     # --- optimisation ----------------------------------------------------------------------------------------
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (AdamW, linear decay after warm-up).")
+    learning_rate: float = Field(3e-3, gt=0, lt=1, description="Peak learning rate (AdamW, linear decay after warm-up).")
     warmup: float = Field(0.05, ge=0, description="Warm-up: below 1 a share of the total steps, from 1 on a number of steps.")
-    epochs: float = Field(2.0, gt=0, le=100, description="Passes over the training documents.")
+    epochs: float = Field(6.0, gt=0, le=100, description="Passes over the training documents.")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimisation steps (-1: run the epochs).")
     batch_size: int = Field(16, ge=1, description="Blocks per device per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation: blocks per step = batch_size x grad_accum x processes.")
@@ -277,7 +281,7 @@ class MergeParams(StrictModel):
         default_factory=dict, description="Own t (or gradient) for tensors whose name contains a key, e.g. {self_attn: [0, 0.5, 1], mlp: 0.3}."
     )
     sweep: list[float] = Field(
-        default_factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8],
+        default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9],
         description="SLERP t values to merge and evaluate (the two parents, t=0 and t=1, are always evaluated); [] = one merge at t.",
     )
     # --- task-vector methods -----------------------------------------------------------------------------------
@@ -297,8 +301,8 @@ class MergeParams(StrictModel):
     )
     # --- selection ---------------------------------------------------------------------------------------------
     select_metric: str = Field("medical", min_length=1, description="Score the selection maximises (a key of the evaluation).")
-    min_general_fraction: float = Field(0.95, ge=0.0, le=1.0, description="Keep general score >= this share of the instruct model's.")
-    min_chat_fraction: float = Field(0.95, ge=0.0, le=1.0, description="Keep chat score >= this share of the instruct model's.")
+    min_general_fraction: float = Field(0.85, ge=0.0, le=1.0, description="Keep general score >= this share of the instruct model's.")
+    min_chat_fraction: float = Field(0.7, ge=0.0, le=1.0, description="Keep chat score >= this share of the instruct model's.")
     sanity_prompt: str = Field("What is the capital of France?", min_length=1, description="Prompt of the greedy-generation sanity check of each merge.")
 
     @field_validator("t_list")
