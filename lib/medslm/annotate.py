@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medslm.llm import LLM, FunctionBackend, Messages, OpenAIBackend, TransformersBackend
-from medslm.rundir import JsonlError
+from medslm.rundir import JsonlError, iter_jsonl_numbered
 
 LABELS = ("medical", "not_medical")
 PROMPT_VERSION = "medical-rubric-v1"
@@ -505,30 +505,21 @@ def iter_corpus(path: str | Path, counts: dict[str, int] | None = None, text_fie
     if counts is not None:
         counts.setdefault("read", 0)
         counts.setdefault("empty", 0)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            if text_field not in rec:
-                raise JsonlError(f"{path}:{lineno}: no {text_field!r} field; present: {', '.join(rec) or 'none'}")
-            text = rec[text_field]
-            if text is not None and not isinstance(text, str):
-                raise JsonlError(f"{path}:{lineno}: {text_field!r} is a {type(text).__name__}, not a string")
+    for lineno, rec in iter_jsonl_numbered(path):
+        if text_field not in rec:
+            raise JsonlError(f"{path}:{lineno}: no {text_field!r} field; present: {', '.join(rec) or 'none'}")
+        text = rec[text_field]
+        if text is not None and not isinstance(text, str):
+            raise JsonlError(f"{path}:{lineno}: {text_field!r} is a {type(text).__name__}, not a string")
+        if counts is not None:
+            counts["read"] += 1
+        if not text or not text.strip():
             if counts is not None:
-                counts["read"] += 1
-            if not text or not text.strip():
-                if counts is not None:
-                    counts["empty"] += 1
-                continue
-            if text_field != "text":
-                rec["text"] = text
-            yield rec
+                counts["empty"] += 1
+            continue
+        if text_field != "text":
+            rec["text"] = text
+        yield rec
 
 
 def sample_documents(path: str | Path, n: int, seed: int = 0, stratify_by_language: bool = False,
@@ -692,25 +683,18 @@ def load_gold(path: str | Path) -> dict[str, str]:
     """Human labels from JSONL ``{"id", "label"}`` with label medical/not_medical (also true/false, 1/0)."""
     gold: dict[str, str] = {}
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or "id" not in rec or "label" not in rec:
-                raise JsonlError(f"{path}:{lineno}: a gold record needs 'id' and 'label' fields")
-            value = rec["label"]
-            if isinstance(value, str):
-                value = value.strip().lower().replace(" ", "_").replace("-", "_")
-            if value in ("medical", True, 1, "1", "true", "yes"):
-                gold[str(rec["id"])] = "medical"
-            elif value in ("not_medical", False, 0, "0", "false", "no", "non_medical"):
-                gold[str(rec["id"])] = "not_medical"
-            else:
-                raise JsonlError(f"{path}:{lineno}: label {rec['label']!r} is not medical or not_medical")
+    for lineno, rec in iter_jsonl_numbered(path):
+        if "id" not in rec or "label" not in rec:
+            raise JsonlError(f"{path}:{lineno}: a gold record needs 'id' and 'label' fields")
+        value = rec["label"]
+        if isinstance(value, str):
+            value = value.strip().lower().replace(" ", "_").replace("-", "_")
+        if value in ("medical", True, 1, "1", "true", "yes"):
+            gold[str(rec["id"])] = "medical"
+        elif value in ("not_medical", False, 0, "0", "false", "no", "non_medical"):
+            gold[str(rec["id"])] = "not_medical"
+        else:
+            raise JsonlError(f"{path}:{lineno}: label {rec['label']!r} is not medical or not_medical")
     return gold
 
 

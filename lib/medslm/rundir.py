@@ -78,11 +78,11 @@ class JsonlError(ValueError):
     """A malformed JSON Lines record; the message names the file and line."""
 
 
-def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
-    """Yield the records of a JSON Lines file; blank lines are skipped.
+def iter_jsonl_numbered(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, record)`` for each record of a JSON Lines file; blank lines are skipped.
 
     A line that is not a JSON object, or lacks one of the ``required`` fields, raises :class:`JsonlError`
-    naming ``file:line``.
+    naming ``file:line``. Callers that check more fields use the line number in their own errors.
     """
     path = Path(path)
     required = tuple(required)
@@ -99,7 +99,13 @@ def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict[
             missing = [k for k in required if k not in rec]
             if missing:
                 raise JsonlError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; present: {', '.join(rec)}")
-            yield rec
+            yield lineno, rec
+
+
+def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON Lines file (see :func:`iter_jsonl_numbered` for the errors)."""
+    for _, rec in iter_jsonl_numbered(path, required):
+        yield rec
 
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
