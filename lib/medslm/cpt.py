@@ -47,6 +47,7 @@ from medslm.models import (
     load_model,
     load_tokenizer,
     lora_config,
+    merge_lora_adapter,
     model_stats,
     resolve_device,
     save_model,
@@ -607,20 +608,10 @@ def train(model: Any, tokenizer: Any, docs: Sequence[str], params: CptParams, ou
 
 def merge_adapter(base: dict[str, Any] | str, adapter_dir: str | Path, out_dir: str | Path, tokenizer: Any = None,
                   device: str = "auto") -> Path:
-    """Merge a LoRA/QLoRA adapter into a full-precision reload of the base (fp32 on a CPU, bf16/fp16 on a GPU —
-    never into 4-bit weights) and save the full model (safetensors) with the tokenizer into ``out_dir``."""
-    from peft import PeftModel
-
+    """Merge the trained adapter into a full-precision reload of ``base`` (see :func:`medslm.models.merge_lora_adapter`)."""
     base = base if isinstance(base, dict) else {"ref": str(base), "revision": None, "trust_remote_code": False}
-    hub = {"revision": base.get("revision"), "trust_remote_code": bool(base.get("trust_remote_code"))}
-    dev = resolve_device(device)
-    full = load_model(base["ref"], device=dev, precision=choose_precision(dev, "auto"), **hub)
-    merged = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
-    merged.config.use_cache = True
-    if tokenizer is None:
-        tokenizer = load_tokenizer(adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file()
-                                   else base["ref"], **hub)
-    return save_model(merged, tokenizer, out_dir)
+    return merge_lora_adapter(base["ref"], adapter_dir, out_dir, tokenizer=tokenizer, device=device,
+                              revision=base.get("revision"), trust_remote_code=bool(base.get("trust_remote_code")))
 
 
 def model_card(params: CptParams, base: dict[str, Any], corpus: dict[str, Any] | None, global_step: int | None,

@@ -430,19 +430,11 @@ def resolve_lora(adapter_dir: str | Path, cache_dir: str | Path, *, base: str | 
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
 
-    from peft import PeftModel
+    from medslm.models import merge_lora_adapter
 
-    from medslm.models import load_model, load_tokenizer, save_model
-
-    model = load_model(base_dir, device="cpu", precision="fp32")
-    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-    tokenizer = load_tokenizer(tok_src)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).merge_and_unload()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp)
+    merge_lora_adapter(base_dir, adapter_dir, tmp, device="cpu")  # fp32 on the CPU, never 4-bit weights
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out

@@ -116,6 +116,33 @@ def save_model(model: Any, tokenizer: Any, path: str | Path, max_shard_size: str
     return path
 
 
+def merge_lora_adapter(
+    base_ref: str | Path,
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    tokenizer: Any = None,
+    device: str = "cpu",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Merge a LoRA/QLoRA adapter into a full-precision reload of its base (fp32 on a CPU, bf16/fp16 on a GPU —
+    never into 4-bit weights) and save the full model with the tokenizer (the adapter's when it has one)."""
+    from peft import PeftModel
+
+    dev = resolve_device(device)
+    model = load_model(base_ref, device=dev, revision=revision, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        has_own = (Path(adapter_dir) / "tokenizer_config.json").is_file()
+        tokenizer = load_tokenizer(adapter_dir if has_own else base_ref, revision=None if has_own else revision,
+                                   trust_remote_code=trust_remote_code)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    merged = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False).merge_and_unload()
+    merged.config.use_cache = True
+    return save_model(merged, tokenizer, out_dir)
+
+
 def bnb_4bit_config(device: str, compute_precision: Precision = "auto"):
     """NF4 double-quantised bitsandbytes config. Compute dtype: fp32 on a CPU, bf16/fp16 on GPUs."""
     from transformers import BitsAndBytesConfig

@@ -39,20 +39,6 @@ def iter_local_documents(files: list[str], text_field: str = "text") -> Iterator
             if text_field not in table.column_names:
                 raise CorpusSourceError(f"{path}: no column {text_field!r}; columns: {', '.join(table.column_names)}")
             yield from table.to_pylist()
-        elif name.endswith(".gz"):
-            import gzip
-            import json
-
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                for lineno, line in enumerate(f, start=1):
-                    if line.strip():
-                        try:
-                            rec = json.loads(line)
-                        except json.JSONDecodeError as e:
-                            raise CorpusSourceError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                        if text_field not in rec:
-                            raise CorpusSourceError(f"{path}:{lineno}: missing field {text_field!r}")
-                        yield rec
         else:
             yield from iter_jsonl(path, required=(text_field,))
 

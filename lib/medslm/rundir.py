@@ -10,6 +10,7 @@ Layout of a run directory::
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -79,14 +80,15 @@ class JsonlError(ValueError):
 
 
 def iter_jsonl_numbered(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, record)`` for each record of a JSON Lines file; blank lines are skipped.
+    """Yield ``(line number, record)`` for each record of a JSON Lines file (``.gz`` too); blank lines skipped.
 
     A line that is not a JSON object, or lacks one of the ``required`` fields, raises :class:`JsonlError`
     naming ``file:line``. Callers that check more fields use the line number in their own errors.
     """
     path = Path(path)
     required = tuple(required)
-    with path.open(encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
