@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from medslm.evaluate import evaluate_probes
+from medslm.models import ModelRef, base_model_ref, resolve_model
 from medslm.params import PrepareParams
 from medslm.prepare import CorpusSourceError, iter_hub_documents, record_base_model, write_real_corpus
 from medslm.rundir import JsonlError, RunDir, read_json, read_jsonl
@@ -106,7 +108,25 @@ def test_hub_unreachable_is_a_clear_error(monkeypatch):
 def test_record_base_model(tmp_path, tiny_model_dir):
     d = RunDir(tmp_path).prepare
     info = record_base_model(d, tiny_model_dir)
-    assert info["local"] and info["ref"] == str(tiny_model_dir.resolve())
+    assert info["local"] and info["ref"] == str(tiny_model_dir.resolve())  # outside the run: absolute
+    inside = RunDir(tmp_path).prepare.model
+    shutil.copytree(tiny_model_dir, inside)
+    assert record_base_model(d, inside)["ref"] == "00_prepare/model"  # inside the run: relative to it
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)
+    assert base_model_ref(copy).ref == str((copy / "00_prepare" / "model").resolve())  # a copied run uses its copy
     info = record_base_model(d, "Qwen/Qwen2.5-1.5B-Instruct", revision="main")
     assert read_json(d.base_model) == {"ref": "Qwen/Qwen2.5-1.5B-Instruct", "local": False, "revision": "main",
                                        "trust_remote_code": False}
+
+
+def test_resolve_model_one_rule(tmp_path, tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="run 00_prepare"):
+        base_model_ref(tmp_path)
+    record_base_model(RunDir(tmp_path).prepare, "org/model", revision="v1", trust_remote_code=False)
+    assert resolve_model(None, tmp_path) == ModelRef("org/model", "v1", False)
+    assert resolve_model(None, tmp_path, trust_remote_code=True).trust_remote_code  # a step may only add permission
+    assert resolve_model(str(tiny_model_dir), tmp_path) == ModelRef(str(tiny_model_dir))
+    (RunDir(tmp_path).prepare.base_model).write_text('["not", "an", "object"]')
+    with pytest.raises(ValueError, match="base_model.json: expected an object"):
+        base_model_ref(tmp_path)

@@ -56,6 +56,69 @@ def is_local(ref: str | Path) -> bool:
     return Path(ref).expanduser().is_dir()
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to load: a hub id or a local folder, the hub revision, and whether its own code may run."""
+
+    ref: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.ref)
+
+    def hub_kwargs(self) -> dict[str, Any]:
+        """``revision`` and ``trust_remote_code`` as :func:`load_model` / :func:`load_tokenizer` take them."""
+        return {"revision": self.revision, "trust_remote_code": self.trust_remote_code}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "revision": self.revision, "trust_remote_code": self.trust_remote_code}
+
+    @classmethod
+    def of(cls, ref: ModelRef | str | Path) -> ModelRef:
+        """A reference from a ModelRef or a plain id/folder (no revision, no remote code)."""
+        return ref if isinstance(ref, ModelRef) else cls(str(ref))
+
+
+BASE_MODEL_FILE = "00_prepare/base_model.json"
+TOY_MODEL_DIR = "00_prepare/model"
+
+
+def base_model_ref(run_dir: str | Path) -> ModelRef:
+    """The run's base instruct model, as 00_prepare recorded it: ``base_model.json`` (a hub id, or a folder —
+    relative paths are taken from the run folder, so a copied run uses its own copy), else the toy world's
+    ``00_prepare/model``."""
+    import json
+
+    run_dir = Path(run_dir)
+    info_file = run_dir / BASE_MODEL_FILE
+    if info_file.is_file():
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("ref"), str):
+            raise ValueError(f"{info_file}: expected an object with a string field 'ref', got {info!r}")
+        ref = info["ref"]
+        if not Path(ref).is_absolute() and (run_dir / ref).is_dir():
+            ref = str((run_dir / ref).resolve())
+        return ModelRef(ref, info.get("revision"), bool(info.get("trust_remote_code", False)))
+    if (run_dir / TOY_MODEL_DIR / "config.json").is_file():
+        return ModelRef(str((run_dir / TOY_MODEL_DIR).resolve()))
+    raise FileNotFoundError(f"no base model in {run_dir / '00_prepare'}: run 00_prepare (it writes "
+                            f"{BASE_MODEL_FILE}), or name the model in this step's parameters")
+
+
+def resolve_model(ref: str | None, run_dir: str | Path | None, revision: str | None = None,
+                  trust_remote_code: bool = False) -> ModelRef:
+    """The one resolver of "which model": ``ref`` when a step's parameters name one, else the run's base model
+    (:func:`base_model_ref`). A step's own ``trust_remote_code`` can only add permission, never remove it."""
+    if ref:
+        return ModelRef(str(ref), revision, trust_remote_code)
+    if run_dir is None:
+        raise ValueError("no model named and no run folder to take 00_prepare's base model from")
+    base = base_model_ref(run_dir)
+    return ModelRef(base.ref, base.revision, base.trust_remote_code or trust_remote_code)
+
+
 def _hub_kwargs(ref: str | Path, revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
     if not is_local(ref):
@@ -211,14 +274,3 @@ def model_stats(model: torch.nn.Module) -> ModelStats:
         bytes=n_bytes,
         dtype=main,
     )
-
-
-def memory_snapshot() -> dict[str, float]:
-    """Resident memory of this process and, on a GPU, allocated/peak CUDA memory, in MiB."""
-    import psutil
-
-    snap = {"rss_mib": psutil.Process().memory_info().rss / 2**20}
-    if torch.cuda.is_available():
-        snap["cuda_allocated_mib"] = torch.cuda.memory_allocated() / 2**20
-        snap["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return snap

@@ -93,8 +93,12 @@ def write_real_corpus(p: Any, d: PrepareDir, language: str) -> int:
 
 def record_base_model(d: PrepareDir, ref: str | Path, revision: str | None = None,
                       trust_remote_code: bool = False) -> dict[str, Any]:
-    """Write ``base_model.json``: the instruct model later steps start from (local folders as absolute paths)."""
-    ref = str(Path(ref).resolve()) if is_local(ref) else str(ref)
-    info = {"ref": ref, "local": is_local(ref), "revision": revision, "trust_remote_code": trust_remote_code}
+    """Write ``base_model.json``: the instruct model later steps start from. A folder inside the run folder is
+    recorded relative to it (a copied run uses its own copy), other folders as absolute paths."""
+    local = is_local(ref)
+    if local:
+        folder, run_dir = Path(ref).resolve(), d.path.parent.resolve()
+        ref = folder.relative_to(run_dir) if folder.is_relative_to(run_dir) else folder
+    info = {"ref": str(ref), "local": local, "revision": revision, "trust_remote_code": trust_remote_code}
     write_json(d.base_model, info)
     return info
