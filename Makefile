@@ -1,4 +1,4 @@
-# medslm — the two commands: `make run` and `make test`.
+# medslm — the two commands: `make run` and `make test`. (`make cells` regenerates the notebooks' parameters cells.)
 PYTHON     ?= python3
 VENV       ?= .venv
 PROFILE    ?= params/smoke.yaml
@@ -9,7 +9,7 @@ ARGS       ?=
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.medslm-installed
 
-.PHONY: run test lint pytest lab bench clean env
+.PHONY: run test lint pytest lab bench clean env cells
 
 env: $(STAMP)
 
@@ -36,6 +36,9 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 test: lint pytest
+
+cells: $(STAMP)  ## regenerate the notebooks' parameters cells from lib/medslm/params.py
+	$(VENV)/bin/medslm cells
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -37,6 +37,30 @@ def test_defaults_are_valid_and_equal_smoke_values():
     prof = load_profile(REPO / "params" / "smoke.yaml")
     for name, params in prof.steps.items():
         assert params == STEP_PARAMS[name](), f"smoke profile step {name} differs from the model defaults"
+        assert not params.model_fields_set, f"smoke profile restates {params.model_fields_set} of {name}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_no_profile_restates_a_default(path):
+    assert load_profile(path).restated_defaults() == []
+
+
+def test_restated_defaults_are_found(tmp_path):
+    path = write(tmp_path, "run: {seed: 0, seed_note: 1}\nsteps:\n  cpt: {mode: full, epochs: 2}\n")
+    with pytest.raises(ProfileError):
+        load_profile(path)
+    path = write(tmp_path, "run: {seed: 0, device: cpu}\nsteps:\n  cpt: {mode: full, epochs: 2}\n")
+    assert load_profile(path).restated_defaults() == ["run.seed", "steps.cpt.mode"]
+
+
+def test_cli_show_prints_every_resolved_value(capsys):
+    assert main(["show", str(REPO / "params" / "smoke.yaml")]) == 0
+    out = capsys.readouterr().out
+    for name, model in STEP_PARAMS.items():
+        assert f"steps.{name}:" in out
+        for field in model.model_fields:
+            assert f" {field}: " in out, (name, field)
+    assert "  * device: \"cpu\"" in out and "    learning_rate: 0.003" in out
 
 
 def test_scientific_notation_is_a_float(tmp_path):

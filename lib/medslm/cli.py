@@ -1,4 +1,4 @@
-"""The ``medslm`` command: ``run``, ``validate`` and ``steps``."""
+"""The ``medslm`` command: ``run``, ``validate``, ``show``, ``steps`` and ``cells``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="run steps even when unchanged")
     val = sub.add_parser("validate", help="validate a profile and report every problem")
     val.add_argument("profile")
+    show = sub.add_parser("show", help="print every resolved value of a profile (defaults included)")
+    show.add_argument("profile")
     sub.add_parser("steps", help="list the recipe's steps and their notebooks")
+    cells = sub.add_parser("cells", help="regenerate the notebooks' parameters cells from medslm.params")
+    cells.add_argument("--check", action="store_true", help="only report notebooks whose cell is out of date")
     return parser
 
 
@@ -34,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
                 state = "ready" if name in STEP_PARAMS else "planned"
                 print(f"{name:17s} notebooks/{STEP_DIRS[name]}.ipynb  [{state}]")
             return 0
+        if args.command == "show":
+            print(load_profile(args.profile).describe())
+            return 0
+        if args.command == "cells":
+            from medslm.notebook import sync_parameters_cells
+            from medslm.runner import NOTEBOOKS_DIR
+
+            changed = sync_parameters_cells(NOTEBOOKS_DIR, check=args.check)
+            for path in changed:
+                print(f"{path}: parameters cell {'out of date' if args.check else 'rewritten'}")
+            return 1 if args.check and changed else 0
         if args.command == "validate":
             prof = load_profile(args.profile)
             print(f"{args.profile}: valid; run {prof.run.name!r} → {prof.run_dir()}; steps: {', '.join(prof.step_names())}")

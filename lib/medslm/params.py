@@ -489,6 +489,29 @@ class Profile(BaseModel):
     def step_names(self) -> list[str]:
         return list(self.steps)
 
+    def restated_defaults(self) -> list[str]:
+        """``section.field`` of every value the profile states although it equals the default (a profile states
+        only what differs, as nanoGPT's config files override train.py)."""
+        sections = {"run": self.run, **{f"steps.{name}": params for name, params in self.steps.items()}}
+        out = []
+        for where, params in sections.items():
+            defaults = type(params)()
+            out += [f"{where}.{name}" for name in sorted(params.model_fields_set)
+                    if getattr(params, name) == getattr(defaults, name)]
+        return out
+
+    def describe(self) -> str:
+        """Every resolved value of the run and of each step, one per line; ``*`` marks values the profile sets."""
+        lines = [f"# {self.path}  (* = set by the profile, the rest are defaults from medslm.params)"]
+        sections = {"run": self.run, **{f"steps.{name}": params for name, params in self.steps.items()}}
+        for where, params in sections.items():
+            lines.append(f"{where}:")
+            values = params.model_dump(mode="json")
+            for name in type(params).model_fields:
+                mark = "*" if name in params.model_fields_set else " "
+                lines.append(f"  {mark} {name}: {json.dumps(values[name], ensure_ascii=False)}")
+        return "\n".join(lines)
+
     def run_dir(self, root: Path | None = None) -> Path:
         """Absolute run directory; relative output_dir values are taken from ``root`` (default: the profile's repo)."""
         out = Path(self.run.output_dir)
