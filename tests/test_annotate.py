@@ -371,10 +371,10 @@ def test_make_llm_backends(tmp_path, tiny_model_dir):
     llm = make_llm(AnnotateParams(backend="transformers", model=str(tiny_model_dir), max_new_tokens=4), None,
                    device="cpu")
     assert llm.name == "transformers" and llm.model == str(tiny_model_dir)
-    with pytest.raises(ValueError, match="no run directory"):
+    with pytest.raises(ValueError, match="no model named and no run folder"):
         make_llm(AnnotateParams(backend="transformers"), None)
     run = tmp_path / "run"
-    with pytest.raises(FileNotFoundError, match="run 00_prepare or set annotate.model"):
+    with pytest.raises(FileNotFoundError, match="run 00_prepare"):
         make_llm(AnnotateParams(backend="transformers"), None, run_dir=run)
     (run / "00_prepare").mkdir(parents=True)
     (run / "00_prepare" / "base_model.json").write_text(json.dumps({"ref": str(tiny_model_dir)}))

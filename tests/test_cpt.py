@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,9 @@ from conftest import REPO, SAMPLE_TEXTS, build_tiny_model_dir
 from pydantic import ValidationError
 
 from medslm import cpt
-from medslm.params import STEP_PARAMS, CptParams, ProfileError, parse_profile
+from medslm.params import STEP_PARAMS, CptParams, ProfileError, RunParams, parse_profile
 from medslm.rundir import RunDir, read_json, sha256_file, write_jsonl
+from medslm.training import loss_curve
 
 # Small, fast training: 32-token blocks, batch 4, a few steps, high LR so a few steps visibly move the weights.
 FAST = dict(block_size=32, batch_size=4, max_steps=4, save_steps=2, logging_steps=1, learning_rate=1e-2,
@@ -60,6 +61,11 @@ def run_dir(tmp_path, tiny_tokenizer) -> Path:
     write_jsonl(rd.prepare.heldout, HELDOUT)
     write_jsonl(rd.classify.filtered, _documents())
     return rd.path
+
+
+def run_recipe(params: CptParams, run_dir: Path, evaluate: bool = True) -> dict:
+    """The whole step, as ``python -m medslm.cpt.launch`` runs it, on a CPU."""
+    return cpt.CptRecipe(params, run_dir, RunParams(device="cpu", seed=0)).run(evaluate=evaluate)
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -178,7 +184,7 @@ def test_packing_stats_detect_a_lost_token(tiny_tokenizer, monkeypatch):
         masks[0][5] = 0
         return blocks, masks
 
-    monkeypatch.setattr(cpt, "pack_blocks", lossy)
+    monkeypatch.setattr(cpt.data, "pack_blocks", lossy)
     stats = cpt.packing_stats(tiny_tokenizer, cpt.texts(_documents(10)), 32)
     assert stats["kept_share"] < 1.0 and not stats["stream_intact"]
 
@@ -208,12 +214,12 @@ def test_replay_samples_rejected_documents_only():
         cpt.replay_count(10, 1.0)
 
 
-def test_run_step_replays_corpus_documents(run_dir):
+def test_recipe_replays_corpus_documents(run_dir):
     rd = RunDir(run_dir)
     general = [{"id": f"g{i}", "text": f"The capital of country {i} is city {i}.", "lang": "en"} for i in range(40)]
     write_jsonl(rd.prepare.corpus, _documents() + general)
     p = CptParams(mode="full", replay_fraction=0.25, **FAST)
-    metrics = cpt.run_step(p, run_dir, device="cpu", seed=0, evaluate=False)
+    metrics = run_recipe(p, run_dir, evaluate=False)
     n_train = metrics["corpus"]["train_documents"]
     assert metrics["replay"]["documents"] == metrics["corpus"]["replay_documents"] == cpt.replay_count(n_train, 0.25)
     assert metrics["packing"]["documents"] == n_train + metrics["replay"]["documents"]
@@ -222,10 +228,10 @@ def test_run_step_replays_corpus_documents(run_dir):
     assert cpt.data_sha256("abc", metrics["replay"]) != "abc" == cpt.data_sha256("abc", {"documents": 0})
 
 
-def test_run_step_without_corpus_warns_and_trains_on_the_filtered_corpus(run_dir):
+def test_recipe_without_corpus_warns_and_trains_on_the_filtered_corpus(run_dir):
     p = CptParams(mode="full", replay_fraction=0.3, **FAST)
     with pytest.warns(UserWarning, match="no corpus"):
-        metrics = cpt.run_step(p, run_dir, device="cpu", seed=0, evaluate=False)
+        metrics = run_recipe(p, run_dir, evaluate=False)
     assert metrics["replay"]["documents"] == 0 and "no corpus" in metrics["replay"]["skipped"]
 
 
@@ -266,7 +272,7 @@ def test_mode_trains_and_writes_loadable_full_model(run_dir, mode):
     from transformers import AutoModelForCausalLM
 
     p = CptParams(mode=mode, **FAST)
-    metrics = cpt.run_step(p, run_dir, device="cpu", seed=0)
+    metrics = run_recipe(p, run_dir)
     rd = RunDir(run_dir)
     assert metrics["training"]["global_step"] == 4
     losses = [loss for _, loss in metrics["training"]["loss_curve"]]
@@ -288,7 +294,7 @@ def test_mode_trains_and_writes_loadable_full_model(run_dir, mode):
     saved = read_json(rd.cpt.metrics)
     assert saved["step"] == "cpt" and saved["params"]["mode"] == mode
     assert set(saved["before"]["probes"]) >= {"medical", "general", "chat"}
-    assert set(saved["after"]["perplexity"]) == {"medical", "general", "corpus_heldout"}
+    assert set(saved["after"]["perplexity"]) == {"medical", "general", "corpus_heldout"}  # no corpus: no general docs
     assert saved["forgetting"]["general"] == pytest.approx(
         saved["before"]["probes"]["general"] - saved["after"]["probes"]["general"])
     assert saved["delta"]["perplexity"]["corpus_heldout"] == pytest.approx(
@@ -346,7 +352,7 @@ def test_check_trainable_raises_when_intended_weights_are_frozen(tiny_model_dir)
 def test_unknown_target_module_fails_before_training_and_names_the_available(run_dir):
     p = CptParams(mode="lora", target_modules=["q_proj", "qkv_proj"], **FAST)
     with pytest.raises(ValueError) as err:
-        cpt.run_step(p, run_dir, device="cpu")
+        run_recipe(p, run_dir)
     msg = str(err.value)
     assert "qkv_proj" in msg and "available" in msg and "gate_proj" in msg and "o_proj" in msg
     assert not RunDir(run_dir).cpt.checkpoints.exists() and not RunDir(run_dir).cpt.model.exists()
@@ -375,7 +381,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir):
     resumed = cpt.train(model, tok, docs, p, tmp_path / "ck", device="cpu")
     assert resumed.resumed_from.endswith("checkpoint-3")
     assert resumed.start_step == 3 and resumed.global_step == 6
-    assert [s for s, _ in cpt.loss_curve(resumed.history) if s > 3] == [4, 5, 6]
+    assert [s for s, _ in loss_curve(resumed.history) if s > 3] == [4, 5, 6]
 
     model, tok = cpt.setup_model(p, str(tiny_model_dir), "cpu")
     straight = cpt.train(model, tok, docs, p, tmp_path / "ck2", device="cpu")
@@ -424,10 +430,10 @@ def test_fsdp_configs_and_launch_command_parse(n, tmp_path):
 
     profile = tmp_path / "profile.yaml"
     cmd = cpt.launch_command(profile, f"fsdp_{n}gpu", n)
-    assert cmd[:2] == ["accelerate", "launch"] and cmd[-3:] == ["-m", "medslm.cpt_launch", str(profile.resolve())]
+    assert cmd[:2] == ["accelerate", "launch"] and cmd[-3:] == ["-m", "medslm.cpt.launch", str(profile.resolve())]
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[2:]))
     assert args.use_fsdp and args.fsdp_version == 2 and args.num_processes == n
-    assert args.module and args.training_script == "medslm.cpt_launch"
+    assert args.module and args.training_script == "medslm.cpt.launch"
     env = {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("FSDP_", "ACCELERATE_"))}
     assert env["ACCELERATE_USE_FSDP"] == "true"
     with patch_environment(**env):  # the plugin the Trainer's Accelerator builds from these variables
@@ -444,21 +450,59 @@ def test_launch_command_without_config_and_unknown_config():
 
 
 def test_two_process_ddp_on_cpu(run_dir, tmp_path):
-    """``accelerate launch --multi_gpu --num_processes 2`` on a CPU: DDP over gloo, via medslm.cpt_launch (~30 s)."""
+    """``accelerate launch --multi_gpu --num_processes 2`` on a CPU: DDP over gloo, via medslm.cpt.launch (~30 s)."""
     profile = tmp_path / "ddp.yaml"
     profile.write_text(
         f"run: {{name: ddp, output_dir: {run_dir}, device: cpu}}\n"
         "steps:\n  cpt: {mode: lora, max_steps: 4, batch_size: 2, block_size: 32, save_steps: 2, learning_rate: 0.01}\n"
     )
-    cmd = cpt.launch_command(profile, None, 2, accelerate=cpt.python_accelerate()) + ["--no-eval"]
+    cmd = cpt.launch_command(profile, None, 2, accelerate=cpt.python_accelerate()) + ["--train-only"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "lib")}
-    t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert time.perf_counter() - t0 < 120
-    metrics = read_json(RunDir(run_dir).cpt.metrics)
-    assert metrics["processes"] == 2 and metrics["training"]["global_step"] == 4
-    assert metrics["training"]["tokens_per_step"] == 2 * 2 * 32  # batch x processes x block
+    report = read_json(RunDir(run_dir).cpt.training)  # what the processes report back to a notebook
+    assert report["processes"] == 2 and report["training"]["global_step"] == 4
+    assert report["training"]["tokens_per_step"] == 2 * 2 * 32  # batch x processes x block
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["processes"] == 2
     assert (RunDir(run_dir).cpt.model / "model.safetensors").is_file()
+
+
+def _keys(tree, prefix=""):
+    """Every key path of nested dicts (the shape of metrics.json, not its values)."""
+    if not isinstance(tree, dict):
+        return set()
+    return {f"{prefix}{k}" for k in tree} | {p for k, v in tree.items() for p in _keys(v, f"{prefix}{k}.")}
+
+
+def test_notebook_and_launcher_are_one_code_path(run_dir, tmp_path, monkeypatch):
+    """03_cpt in the notebook (papermill) and under the launcher: same metrics keys and, on a CPU with one process,
+    the same model; pre-instruction tuning (which needs QA texts) works under both."""
+    import shutil
+
+    import papermill
+
+    qa = tmp_path / "qa.jsonl"
+    write_jsonl(qa, [{"text": f"Question {i}: what treats diabetes? Answer: Metformin."} for i in range(8)])
+    values = dict(mode="lora", pre_instruction_tuning=True, qa_file=str(qa), **FAST)
+    notebook_run = tmp_path / "notebook-run"
+    shutil.copytree(run_dir, notebook_run)
+    profile = tmp_path / "p.yaml"
+    profile.write_text(json.dumps({"run": {"output_dir": str(run_dir), "device": "cpu"}, "steps": {"cpt": values}}))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread count (and float sums) in both processes
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "lib")}
+    proc = subprocess.run([sys.executable, "-m", "medslm.cpt.launch", str(profile)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_cpt.ipynb"), str(tmp_path / "03_cpt.ipynb"),
+                               parameters={**CptParams(**values).model_dump(mode="json"), "run_dir": str(notebook_run),
+                                           "profile": str(profile)},
+                               kernel_name="python3", language="python", cwd=str(REPO / "notebooks"),
+                               progress_bar=False)
+    launched, notebook = read_json(RunDir(run_dir).cpt.metrics), read_json(RunDir(notebook_run).cpt.metrics)
+    assert _keys(launched) == _keys(notebook) and "pre_instruction_tuning.qa_texts" in _keys(launched)
+    assert launched["pre_instruction_tuning"]["qa_texts"] == notebook["pre_instruction_tuning"]["qa_texts"] == 8
+    assert launched["training"]["phases"] == notebook["training"]["phases"] and launched["training"]["phases"]["qa_blocks"]
+    a, b = _state(RunDir(run_dir).cpt.model), _state(RunDir(notebook_run).cpt.model)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert launched["after"] == notebook["after"] and launched["forgetting"] == notebook["forgetting"]

@@ -586,22 +586,6 @@ def _allocate(sizes: Mapping[str, int], n: int) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def prepare_model_ref(run_dir: str | Path) -> dict[str, Any]:
-    """00_prepare's model: ``base_model.json`` (hub id or folder) or the toy world's ``00_prepare/model``."""
-    from medslm.rundir import RunDir, read_json
-
-    rd = RunDir(run_dir)
-    if rd.prepare.base_model.is_file():
-        info = read_json(rd.prepare.base_model)
-        ref = str(info["ref"])
-        if not Path(ref).is_absolute() and (rd.path / ref).is_dir():
-            ref = str(rd.path / ref)
-        return {"ref": ref, "revision": info.get("revision"), "trust_remote_code": bool(info.get("trust_remote_code"))}
-    if (rd.prepare.model / "config.json").is_file():
-        return {"ref": str(rd.prepare.model), "revision": None, "trust_remote_code": False}
-    raise FileNotFoundError(f"no model of 00_prepare in {rd.prepare.path}; run 00_prepare or set annotate.model")
-
-
 def make_llm(params: Any, cache_dir: str | Path | None, *, run_dir: str | Path | None = None, device: str = "auto",
              seed: int = 0) -> LLM:
     """The annotator of ``params`` (an :class:`~medslm.params.AnnotateParams`) behind the reply cache.
@@ -612,16 +596,12 @@ def make_llm(params: Any, cache_dir: str | Path | None, *, run_dir: str | Path |
     if params.backend == "lexicon":
         backend: Any = lexicon_backend(params.quality_score)
     elif params.backend == "transformers":
-        if params.model:
-            ref = {"ref": params.model, "revision": None, "trust_remote_code": params.trust_remote_code}
-        elif run_dir is not None:
-            ref = prepare_model_ref(run_dir)
-        else:
-            raise ValueError("annotate.model is None (= 00_prepare's model) but no run directory was given")
-        backend = TransformersBackend(ref["ref"], device=device, batch_size=params.batch_size,
+        from medslm.models import resolve_model  # torch: only for this backend
+
+        ref = resolve_model(params.model, run_dir, trust_remote_code=params.trust_remote_code)
+        backend = TransformersBackend(ref.ref, device=device, batch_size=params.batch_size,
                                       max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                                      revision=ref["revision"],
-                                      trust_remote_code=params.trust_remote_code or ref["trust_remote_code"], seed=seed)
+                                      revision=ref.revision, trust_remote_code=ref.trust_remote_code, seed=seed)
     elif params.backend == "openai":
         backend = OpenAIBackend(params.base_url, params.model, api_key_env=params.api_key_env,
                                 concurrency=params.concurrency, timeout_s=params.timeout_s,

@@ -26,12 +26,13 @@ from medslm.rundir import RunDir, StepDir, write_json
 
 @dataclass
 class StepContext:
-    """A notebook's validated parameters, the run parameters and its folders."""
+    """A notebook's validated parameters, the run parameters, its folders and the profile it came from."""
 
     step: str
     params: StrictModel
     run: RunParams
     rundir: RunDir
+    profile: Path | None = None
 
     @property
     def dir(self) -> StepDir:
@@ -62,12 +63,18 @@ def start_step(step: str, namespace: Mapping[str, Any]) -> StepContext:
     rd.step(step).path.mkdir(parents=True, exist_ok=True)
     rd.step(step).figures.mkdir(exist_ok=True)
     seed_everything(run.seed)
-    return StepContext(step=step, params=params, run=run, rundir=rd)
+    return StepContext(step=step, params=params, run=run, rundir=rd,
+                       profile=Path(profile).resolve() if profile and Path(profile).is_file() else None)
+
+
+def write_step_metrics(out: StepDir, step: str, params: StrictModel, metrics: dict[str, Any]) -> Path:
+    """Write a step's metrics.json: the step name, its parameters and the metrics (notebook and launcher alike)."""
+    return write_json(out.metrics, {"step": step, "params": params.model_dump(mode="json"), **metrics})
 
 
 def finish_step(ctx: StepContext, metrics: dict[str, Any]) -> Path:
     """Write the step's metrics.json (with its parameters) and return its path."""
-    return write_json(ctx.dir.metrics, {"step": ctx.step, "params": ctx.params.model_dump(mode="json"), **metrics})
+    return write_step_metrics(ctx.dir, ctx.step, ctx.params, metrics)
 
 
 # --------------------------------------------------------------------------------------------------------------

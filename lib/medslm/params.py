@@ -168,6 +168,10 @@ class CptParams(StrictModel):
         description="Share of the training documents replayed from corpus documents the filter rejected (general text against forgetting; 0 = filtered corpus only).",
     )
     block_size: int = Field(128, ge=16, le=32768, description="Packed sequence length in tokens (documents are concatenated, none truncated).")
+    eval_max_texts: int = Field(
+        400, ge=1, le=100_000,
+        description="Texts per perplexity measurement before/after (held-out medical and general text); keep it small on a CPU.",
+    )
     # --- LoRA / QLoRA ----------------------------------------------------------------------------------------
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (lora/qlora).")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (lora/qlora); the update is scaled by alpha/r.")

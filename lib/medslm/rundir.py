@@ -251,6 +251,21 @@ class CptDir(StepDir):
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    @property
+    def training(self) -> Path:
+        """What the training processes report back (steps, loss curve, trainable parameters, packing)."""
+        return self.path / "training.json"
+
+    @property
+    def heldout_medical(self) -> Path:
+        """Held-out filtered documents (never trained on): medical text for perplexity, here and in 04_merge."""
+        return self.path / "heldout_medical.jsonl"
+
+    @property
+    def heldout_general(self) -> Path:
+        """Rejected documents neither trained on nor replayed: general text for perplexity (forgetting)."""
+        return self.path / "heldout_general.jsonl"
+
 
 @dataclass(frozen=True)
 class MergeDir(StepDir):
