@@ -351,6 +351,64 @@ class MergeParams(StrictModel):
         return value
 
 
+class AlignParams(StrictModel):
+    """06_align: SFT then DPO (trl) of the selected merge on 05_synthesize's instructions and preference pairs."""
+
+    start_model: str | None = Field(None, description="Model to align (hub id or folder); None = 04_merge's selected merge.")
+    revision: str | None = Field(None, description="Hub revision of `start_model`; ignored for local folders.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless you trust it.")
+    stages: Literal["sft_dpo", "sft_only", "dpo_only"] = Field(
+        "sft_dpo", description="sft_dpo (SFT, then DPO from the SFT model), sft_only, or dpo_only (DPO on the start model)."
+    )
+    mode: Literal["full", "lora", "qlora"] = Field(
+        "full", description="full (every weight), lora (adapters on a frozen base) or qlora (adapters on a 4-bit NF4 base)."
+    )
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank (lora/qlora).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (lora/qlora).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input (lora/qlora).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LLAMA_PROJECTIONS), min_length=1, description="Module names that get LoRA adapters."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: fp32 on CPU, bf16 on Ampere+ GPUs, fp16 on older GPUs (T4); or force one."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, slower).")
+    max_length: int = Field(512, ge=16, le=131072, description="Tokens per example (prompt + answer); longer ones are truncated.")
+    # --- SFT ---------------------------------------------------------------------------------------------------
+    sft_epochs: float = Field(3.0, gt=0, le=100, description="SFT: passes over the instruction data.")
+    sft_learning_rate: float = Field(2e-3, gt=0, lt=1, description="SFT: peak learning rate (AdamW, linear decay).")
+    sft_batch_size: int = Field(32, ge=1, description="SFT: examples per device per step.")
+    assistant_only_loss: bool = Field(
+        True, description="SFT: loss on assistant tokens only (needs {% generation %} markers in the chat template)."
+    )
+    packing: bool = Field(False, description="SFT: pack examples into max_length blocks (bfd, padding-free); best with flash attention on a GPU.")
+    # --- DPO ---------------------------------------------------------------------------------------------------
+    dpo_epochs: float = Field(2.0, gt=0, le=100, description="DPO: passes over the preference pairs.")
+    dpo_learning_rate: float = Field(5e-4, gt=0, lt=1, description="DPO: peak learning rate.")
+    dpo_batch_size: int = Field(16, ge=1, description="DPO: pairs per device per step.")
+    beta: float = Field(0.1, gt=0, le=10, description="DPO: strength of the KL penalty to the reference model.")
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], min_length=1, description="DPO loss(es), as trl's DPOConfig.loss_type (a list).")
+    precompute_ref_log_probs: bool = Field(False, description="DPO: compute the reference log-probs once before training (saves memory on one GPU).")
+    # --- both ----------------------------------------------------------------------------------------------------
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup: float = Field(0.05, ge=0, description="Warm-up: below 1 a share of the steps, from 1 on a number of steps.")
+    save_steps: int = Field(100, ge=0, description="Checkpoint every N steps (0: none).")
+    resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters and data.")
+    logging_steps: int = Field(10, ge=1, description="Log the losses every N steps.")
+    check_examples: int = Field(200, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_losses(cls, value: list[str]) -> list[str]:
+        known = {"sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                 "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"}
+        bad = [v for v in value if v not in known]
+        if bad:
+            raise ValueError(f"loss_type {bad} unknown; trl's DPO losses: {', '.join(sorted(known))}")
+        return value
+
+
 class AnnotateParams(StrictModel):
     """01_annotate: an LLM (or the offline lexicon) labels a sample of the corpus as medical or not."""
 
@@ -460,6 +518,7 @@ STEP_PARAMS: dict[str, type[StrictModel]] = {
     "classify": ClassifyParams,
     "cpt": CptParams,
     "merge": MergeParams,
+    "align": AlignParams,
 }
 
 

@@ -281,6 +281,20 @@ class MergeDir(StepDir):
 
 
 @dataclass(frozen=True)
+class AlignDir(StepDir):
+    """06_align: one folder per stage (``sft``, ``dpo``), each with ``model/`` (full weights) and ``adapter/``."""
+
+    def model(self, stage: str) -> Path:
+        return self.path / stage / "model"
+
+    def adapter(self, stage: str) -> Path:
+        return self.path / stage / "adapter"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.path / "checkpoints" / stage
+
+
+@dataclass(frozen=True)
 class RunDir:
     """The run directory: ``RunDir(path).prepare.corpus`` etc."""
 
@@ -312,6 +326,10 @@ class RunDir:
     @property
     def merge(self) -> MergeDir:
         return self.step("merge")  # type: ignore[return-value]
+
+    @property
+    def align(self) -> AlignDir:
+        return self.step("align")  # type: ignore[return-value]
 
     @property
     def manifest_path(self) -> Path:
@@ -365,5 +383,6 @@ _STEP_DIR_CLASSES: dict[str, type[StepDir]] = {
     "classify": ClassifyDir,
     "cpt": CptDir,
     "merge": MergeDir,
+    "align": AlignDir,
 }
 

@@ -230,6 +230,19 @@ def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, 
     return trainer.state.log_history
 
 
+def run_fingerprint(params: Any, ignore: Iterable[str] = (), **parts: Any) -> str:
+    """A short hash of what a training run depends on: the parameter values (except ``ignore``: checkpointing and
+    logging knobs) and ``parts`` (data digest, base model, …). Checkpoint folders are named by it, so ``resume``
+    continues only a run with the same parameters and data."""
+    import hashlib
+    import json
+
+    ignore = set(ignore)
+    blob = {k: v for k, v in params.model_dump(mode="json").items() if k not in ignore}
+    blob.update(parts)
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def loss_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
     """(step, loss) pairs from a Trainer log history."""
     return [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]

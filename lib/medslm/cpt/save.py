@@ -3,16 +3,15 @@ base, never into 4-bit weights) and a model card with the lineage."""
 
 from __future__ import annotations
 
-import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from medslm import cards
 from medslm.cpt.launch import is_main_process
 from medslm.models import ModelRef, merge_lora_adapter, save_model
 from medslm.params import CptParams
-from medslm.rundir import CptDir, RunDir, package_versions, write_text
+from medslm.rundir import CptDir, RunDir, write_text
 
 
 def merge_adapter(base: ModelRef | str, adapter_dir: str | Path, out_dir: str | Path, tokenizer: Any = None,
@@ -26,41 +25,16 @@ def model_card(params: CptParams, base: ModelRef, corpus: dict[str, Any] | None,
                extra: dict[str, Any] | None = None) -> str:
     """A README.md (model card) recording the lineage of the CPT model."""
     corpus = corpus or {}
-    versions = {k: v for k, v in package_versions().items() if v}
-    base_ref = base.ref if not base.local else f"local folder {base.ref}"
-    lines = [
-        "---",
-        "library_name: transformers",
-        f"tags: [medslm, continual-pretraining, {params.mode}]",
-        *([f"base_model: {base.ref}"] if not base.local else []),
-        "---",
-        "",
-        "# medslm continual pre-training (03_cpt)",
-        "",
-        "Full weights after continual pre-training of the base model on the filtered clinical corpus"
-        + (" (LoRA adapter merged into a full-precision reload of the base)." if params.mode != "full" else "."),
-        "",
-        "## Lineage",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| base model | {base_ref} |",
-        f"| base revision | {base.revision or '-'} |",
-        f"| corpus | {corpus.get('path', '-')} |",
-        f"| corpus sha256 | {corpus.get('sha256', '-')} |",
-        f"| corpus documents (train / held out) | {corpus.get('train_documents', '-')} / {corpus.get('heldout_documents', '-')} |",
-        f"| replayed documents (rejected by the filter) | {corpus.get('replay_documents', 0)} |",
-        f"| mode | {params.mode} |",
-        f"| params hash | {params.params_hash()} |",
-        f"| optimisation steps | {global_step if global_step is not None else '-'} |",
-        f"| date | {datetime.now(UTC).isoformat(timespec='seconds')} |",
-    ]
-    for k, v in (extra or {}).items():
-        lines.append(f"| {k} | {v} |")
-    lines += ["", "## Parameters", "", "```json"]
-    lines += [json.dumps(params.model_dump(mode="json"), indent=2), "```", "", "## Software", ""]
-    lines += [f"- {k} {v}" for k, v in versions.items()]
-    return "\n".join(lines) + "\n"
+    summary = ("Full weights after continual pre-training of the base model on the filtered clinical corpus"
+               + (" (LoRA adapter merged into a full-precision reload of the base)." if params.mode != "full" else "."))
+    lineage = {
+        "corpus": corpus.get("path", "-"), "corpus sha256": corpus.get("sha256", "-"),
+        "corpus documents (train / held out)": f"{corpus.get('train_documents', '-')} / {corpus.get('heldout_documents', '-')}",
+        "replayed documents (rejected by the filter)": corpus.get("replay_documents", 0), "mode": params.mode,
+        "optimisation steps": global_step if global_step is not None else "-", **(extra or {}),
+    }
+    return cards.model_card("medslm continual pre-training (03_cpt)", summary, base, params,
+                            ["continual-pretraining", params.mode], lineage)
 
 
 def finalize(model: Any, tokenizer: Any, params: CptParams, out: CptDir | RunDir | str | Path,

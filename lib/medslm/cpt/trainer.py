@@ -4,8 +4,6 @@ is trained (``resume`` continues only a run with the same parameters and data)."
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -18,7 +16,14 @@ from medslm.cpt.modes import check_setup, embedding_learning_rates
 from medslm.models import ModelRef
 from medslm.params import CptParams
 from medslm.rundir import RunDir
-from medslm.training import TrainSettings, build_trainer, last_checkpoint, loss_curve, training_arguments
+from medslm.training import (
+    TrainSettings,
+    build_trainer,
+    last_checkpoint,
+    loss_curve,
+    run_fingerprint,
+    training_arguments,
+)
 
 _NOT_FINGERPRINTED = {"resume", "save_steps", "save_total_limit", "logging_steps", "accelerate_config"}
 
@@ -26,10 +31,8 @@ _NOT_FINGERPRINTED = {"resume", "save_steps", "save_total_limit", "logging_steps
 def fingerprint(params: CptParams, corpus_sha256: str | None = None, base: ModelRef | None = None) -> str:
     """A short hash of what a training run depends on: the parameters (except checkpointing and logging knobs),
     the corpus and the base model reference."""
-    blob = {k: v for k, v in params.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    blob["corpus"] = corpus_sha256
-    blob["base"] = base.as_dict() if isinstance(base, ModelRef) else base
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return run_fingerprint(params, _NOT_FINGERPRINTED, corpus=corpus_sha256,
+                           base=base.as_dict() if isinstance(base, ModelRef) else base)
 
 
 def checkpoint_dir(checkpoints: str | Path | RunDir, params: CptParams, corpus_sha256: str | None = None,

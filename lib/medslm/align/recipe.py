@@ -1,0 +1,203 @@
+"""06_align as one recipe: ``setup → sft_trainer → train → save("sft") → dpo_trainer → train → save("dpo")``.
+
+The notebook calls the stages cell by cell and sees trl's objects (``SFTConfig``/``SFTTrainer``,
+``DPOConfig``/``DPOTrainer``); :meth:`AlignRecipe.run` calls the same methods in the same order. Each stage is saved
+as a full model folder (adapters merged into a full-precision reload of its base, never into 4-bit weights) plus
+the adapter, with a model card; checkpoints are keyed by a fingerprint so a killed stage resumes only with the same
+parameters and data.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from medslm import cards
+from medslm.align.data import as_dataset, check_chat_template, read_dpo_rows, read_sft_rows
+from medslm.align.trainers import (
+    dpo_config,
+    dpo_trainer,
+    load_policy,
+    load_reference,
+    peft_config,
+    sft_config,
+    sft_trainer,
+)
+from medslm.models import ModelRef, load_tokenizer, merge_lora_adapter, resolve_device, save_model
+from medslm.params import AlignParams, RunParams
+from medslm.rundir import RunDir, sha256_file, write_json
+from medslm.training import last_checkpoint, loss_curve, run_fingerprint
+
+STAGES = {"sft_dpo": ("sft", "dpo"), "sft_only": ("sft",), "dpo_only": ("dpo",)}
+# Knobs that do not change what is trained (a run differing only in these may resume the other's checkpoints).
+NOT_FINGERPRINTED = {"resume", "save_steps", "logging_steps", "check_examples", "max_new_tokens", "stages"}
+
+
+def synthesize_files(run: RunDir) -> dict[str, Path]:
+    """05_synthesize's files that 06_align reads (SFT messages and DPO pairs, train and held-out test)."""
+    base = run.step("synthesize").path
+    return {f"{kind}_{split}": base / kind / f"{split}.jsonl" for kind in ("sft", "dpo") for split in ("train", "test")}
+
+
+class AlignRecipe:
+    """SFT then DPO (trl) of the start model — by default 04_merge's selected merge."""
+
+    def __init__(self, params: AlignParams, run_dir: str | Path, settings: RunParams | None = None):
+        self.params = params
+        self.run_dir = RunDir(run_dir)
+        self.out = self.run_dir.align
+        self.settings = settings or RunParams()
+        self.device = resolve_device(self.settings.device)
+        self.start = self._start_model()
+        self.stages = STAGES[params.stages]
+        self.tokenizer: Any = None
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def from_context(cls, ctx: Any) -> AlignRecipe:
+        return cls(ctx.params, ctx.rundir.path, ctx.run)
+
+    def _start_model(self) -> ModelRef:
+        if self.params.start_model:
+            return ModelRef(self.params.start_model, self.params.revision, self.params.trust_remote_code)
+        selected = self.run_dir.merge.selected
+        if not (selected / "config.json").is_file():
+            raise FileNotFoundError(f"no start model: {selected} has no model; run 04_merge or set align.start_model")
+        return ModelRef(str(selected))
+
+    # ---------------------------------------------------------------------------------------------------- data
+
+    def setup(self) -> dict[str, int]:
+        """Read and check 05_synthesize's files and the tokenizer's chat template; returns the row counts."""
+        files = synthesize_files(self.run_dir)
+        missing = [str(path) for key, path in files.items() if key.split("_")[0] in self.stages and not path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"06_align needs 05_synthesize's files; missing: {missing}. Run 05_synthesize.")
+        for key, path in files.items():
+            if key.split("_")[0] in self.stages or key == "sft_test":
+                self.rows[key] = (read_sft_rows if key.startswith("sft") else read_dpo_rows)(path)
+        self.data_sha256 = {key: sha256_file(files[key]) for key in self.rows}
+        self.tokenizer = load_tokenizer(self.start.ref, **self.start.hub_kwargs())
+        check_chat_template(self.tokenizer, self.params.assistant_only_loss and "sft" in self.stages)
+        return {key: len(rows) for key, rows in self.rows.items()}
+
+    def dataset(self, key: str):
+        """A ``datasets.Dataset`` of ``sft_train`` (messages) or ``dpo_train``/``dpo_test`` (prompt/chosen/rejected)."""
+        fields = ("messages",) if key.startswith("sft") else ("prompt", "chosen", "rejected")
+        return as_dataset(self.rows[key], fields)
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def stage_input(self, stage: str) -> ModelRef:
+        """What a stage starts from: DPO after SFT starts from the SFT model."""
+        if stage == "dpo" and "sft" in self.stages:
+            return ModelRef(str(self.out.model("sft")))
+        return self.start
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        fp = run_fingerprint(self.params, NOT_FINGERPRINTED, stage=stage, data=self.data_sha256,
+                             start=self.stage_input(stage).as_dict())
+        return self.out.checkpoints(stage) / f"run-{fp}"
+
+    def resume_point(self, stage: str) -> str | None:
+        """The newest checkpoint of this very run (same parameters and data) when ``resume``, else None."""
+        folder = self.checkpoint_dir(stage)
+        if not self.params.resume:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return last_checkpoint(folder)
+
+    def sft_config(self):
+        """trl's ``SFTConfig`` of this run."""
+        return sft_config(self.params, self.checkpoint_dir("sft"), self.device, self.settings.seed)
+
+    def dpo_config(self):
+        """trl's ``DPOConfig`` of this run."""
+        return dpo_config(self.params, self.checkpoint_dir("dpo"), self.device, self.settings.seed)
+
+    def sft_trainer(self):
+        """``trl.SFTTrainer`` on the start model (LoRA/QLoRA through ``peft_config``)."""
+        from medslm.notebook import seed_everything
+
+        seed_everything(self.settings.seed)
+        model = load_policy(self.params, self.start, self.device)
+        return sft_trainer(model, self.tokenizer, self.dataset("sft_train"), self.sft_config(),
+                           peft_config(self.params))
+
+    def dpo_trainer(self):
+        """``trl.DPOTrainer`` from the SFT model (or the start model for dpo_only), with its reference done right."""
+        from medslm.notebook import seed_everything
+
+        seed_everything(self.settings.seed)
+        source = self.stage_input("dpo")
+        model = load_policy(self.params, source, self.device)
+        reference = load_reference(self.params, source, self.device)
+        return dpo_trainer(model, reference, self.tokenizer, self.dataset("dpo_train"), self.dataset("dpo_test"),
+                           self.dpo_config(), peft_config(self.params))
+
+    def train(self, stage: str, trainer: Any) -> dict[str, Any]:
+        """``trainer.train()`` (resuming when it can), then the stage's summary; DPO adds held-out reward figures."""
+        start = time.perf_counter()
+        resumed = self.resume_point(stage)
+        trainer.train(resume_from_checkpoint=resumed)
+        summary = {"global_step": trainer.state.global_step, "resumed_from": resumed,
+                   "loss_curve": loss_curve(trainer.state.log_history)}
+        if stage == "dpo":
+            history = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
+            summary["reward_curve"] = [(int(h["step"]), h["rewards/accuracies"], h["rewards/margins"]) for h in history]
+            held = trainer.evaluate()
+            summary["heldout"] = {"preference_accuracy": held["eval_rewards/accuracies"],
+                                  "reward_margin": held["eval_rewards/margins"], "loss": held["eval_loss"]}
+        self.timings[f"{stage}_train_s"] = round(time.perf_counter() - start, 2)
+        self.results[stage] = summary
+        return summary
+
+    def save(self, stage: str, trainer: Any) -> Path:
+        """The stage's full model folder (+ adapter for lora/qlora) with a model card; frees the trainer's model."""
+        model_dir, adapter_dir = self.out.model(stage), self.out.adapter(stage)
+        for folder in (model_dir, adapter_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        if self.params.mode == "full":
+            trainer.model.config.use_cache = True
+            save_model(trainer.model, self.tokenizer, model_dir)
+        else:
+            trainer.model.save_pretrained(adapter_dir)
+            self.tokenizer.save_pretrained(adapter_dir)
+            base = self.stage_input(stage)
+            merge_lora_adapter(base.ref, adapter_dir, model_dir, tokenizer=self.tokenizer, device=self.device,
+                               **base.hub_kwargs())
+        trainer.model = trainer.model_wrapped = None
+        gc.collect()
+        (model_dir / "README.md").write_text(self._card(stage), encoding="utf-8")
+        return model_dir
+
+    def _card(self, stage: str) -> str:
+        names = {"sft": "supervised fine-tuning (trl SFTTrainer)", "dpo": "direct preference optimisation (trl DPOTrainer)"}
+        data = {key: f"{len(self.rows[key])} rows, sha256 {self.data_sha256[key][:16]}…"
+                for key in self.rows if key.startswith(stage)}
+        return cards.model_card(f"medslm 06_align: {stage.upper()}", f"The start model after {names[stage]}.",
+                                self.stage_input(stage), self.params, [stage, self.params.mode],
+                                {"mode": self.params.mode, **data}, results=self.results.get(stage))
+
+    # --------------------------------------------------------------------------------------------- whole run
+
+    def run(self) -> dict[str, Any]:
+        """Every stage, as the notebook runs them."""
+        self.setup()
+        if "sft" in self.stages:
+            trainer = self.sft_trainer()
+            self.train("sft", trainer)
+            self.save("sft", trainer)
+        if "dpo" in self.stages:
+            trainer = self.dpo_trainer()
+            self.train("dpo", trainer)
+            self.save("dpo", trainer)
+        return self.results
+
+    def write_timings(self) -> Path:
+        return write_json(self.out.path / "timings.json", self.timings)
