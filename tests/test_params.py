@@ -56,7 +56,8 @@ def test_restated_defaults_are_found(tmp_path):
 def test_cli_show_prints_every_resolved_value(capsys):
     assert main(["show", str(REPO / "params" / "smoke.yaml")]) == 0
     out = capsys.readouterr().out
-    for name, model in STEP_PARAMS.items():
+    for name in load_profile(REPO / "params" / "smoke.yaml").steps:
+        model = STEP_PARAMS[name]
         assert f"steps.{name}:" in out
         for field in model.model_fields:
             assert f" {field}: " in out, (name, field)
@@ -175,3 +176,68 @@ def test_a_pasted_api_key_is_not_echoed(tmp_path):
     with pytest.raises(ProfileError) as exc:
         load_profile(path)
     assert "SECRET123" not in str(exc.value) and "api_key_env" in str(exc.value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Values that used to validate and fail late (issue: reliability)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, words", [
+    ("run: {seed: 4294967296}\nsteps: {prepare: {}}\n", "less than or equal to 4294967295"),
+    ("steps:\n  prepare: {medical_fraction: 0.8, ambiguous_fraction: 0.3}\n", "more than 1"),
+    ("steps:\n  prepare: {pretrain_epochs: .inf}\n", "finite number"),
+    ("steps:\n  prepare: {chat_examples: true}\n", "True is not a number"),
+    ("steps:\n  prepare: {base_model: ./no/such/model}\n", "neither an existing folder"),
+    ("steps:\n  prepare: {base_model: 'not a hub id!'}\n", "nor a hub id"),
+    ("steps:\n  prepare: {source: local, local_files: [data/corpus.jsonl]}\n", "no such file"),
+    ("steps:\n  prepare: {}\n  prepare: {seed: 1}\n", "appears twice (lines 2 and 3)"),
+])
+def test_values_that_would_fail_late_are_refused_at_validation(tmp_path, text, words):
+    with pytest.raises(ProfileError) as err:
+        load_profile(write(tmp_path, text))
+    assert words in str(err.value)
+
+
+def test_a_latin1_profile_names_the_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# Profil\nrun:\n  name: m\xfcnchen\n".encode("latin-1"))
+    with pytest.raises(ProfileError, match=r"latin1.yaml:3: not UTF-8 text"):
+        load_profile(path)
+
+
+def test_relative_paths_start_at_the_profile_folder(tmp_path, tiny_model_dir):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "models").symlink_to(tiny_model_dir)
+    text = ("run: {output_dir: ~/runs/x}\nsteps:\n  prepare: {source: local, local_files: [data/corpus.jsonl], "
+            "base_model: models}\n  merge: {instruct: org/instruct-model}\n")
+    prof = load_profile(write(tmp_path, text))
+    assert prof.steps["prepare"].local_files == [str(tmp_path / "data" / "corpus.jsonl")]
+    assert prof.steps["prepare"].base_model == str((tmp_path / "models").resolve())
+    assert prof.steps["merge"].instruct == "org/instruct-model"  # a hub id stays as it is
+    assert prof.run_dir() == Path.home() / "runs" / "x" and "~" not in str(prof.run_dir())
+
+
+@pytest.mark.parametrize("field, secret", [
+    ("model", "sk-proj-abcdefghijklmnop1234"),
+    ("base_url", "http://h/v1?token=hf_abcdefghijklmnopqrstu"),
+    ("token", "sk-live-0123456789abcdef"),
+    ("api_key_env", "ghp_abcdefghijklmnopqrstuvwxyz0123"),
+])
+def test_a_secret_in_any_field_is_refused_and_never_echoed(tmp_path, field, secret):
+    values = {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "m", field: secret}
+    path = write(tmp_path, "steps:\n  annotate:\n" + "".join(f"    {k}: '{v}'\n" for k, v in values.items()))
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert secret not in str(err.value) and "not shown" in str(err.value)
+
+
+def test_hashes_and_hub_ids_are_not_secrets():
+    from medslm.params import looks_like_secret, scrub_secrets
+
+    for fine in ("0123456789abcdef0123456789abcdef01234567", "Qwen/Qwen2.5-1.5B-Instruct", "HuggingFaceFW/fineweb-2",
+                 "What is the capital of France?", "outputs/smoke"):
+        assert not looks_like_secret(fine), fine
+    assert scrub_secrets("401: bad header Authorization: Bearer abc.def-123 for key sk-abcdefghij12", ["abc.def-123"]) \
+        == "401: bad header Authorization: Bearer *** for key ***"

@@ -40,16 +40,67 @@ _ProfileLoader.add_implicit_resolver(
 )
 
 
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A YAML mapping whose keys are unique: a repeated key would otherwise win silently."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (lines {seen[key]} and {key_node.start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_ProfileLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with :class:`_ProfileLoader`; a syntax error names the file and line."""
+    """Read a YAML file with :class:`_ProfileLoader`; a syntax error, a repeated key or bytes that are not UTF-8
+    name the file and line."""
     path = Path(path)
     try:
         with path.open(encoding="utf-8") as f:
             return yaml.load(f, Loader=_ProfileLoader)  # noqa: S506 - SafeLoader subclass
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ProfileError([f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                            "save the profile as UTF-8"]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ProfileError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Secrets: recognised, never echoed
+# --------------------------------------------------------------------------------------------------------------
+
+_SECRET = re.compile(
+    r"(?:^|[\s=:\"'/?&])(?:sk-|sk_|hf_|ghp_|gho_|github_pat_|xox[abpr]-|AKIA|glpat-)[A-Za-z0-9_\-]{8,}"  # known key prefixes
+    r"|Bearer\s+\S{8,}"                                                                      # an Authorization value
+    r"|^(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])(?![0-9a-f]+$)[A-Za-z0-9_\-]{32,}$"  # a long opaque token
+)
+
+
+def looks_like_secret(text: str) -> bool:
+    """Whether ``text`` looks like an API key or token (hex commit hashes and hub ids do not)."""
+    return bool(_SECRET.search(text.strip()))
+
+
+def mask_secret(text: str) -> str:
+    """A stand-in that says what was hidden without showing any of it."""
+    return f"<{len(text)} characters, not shown: it may be a secret>"
+
+
+def scrub_secrets(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """``text`` with the given ``secrets`` and anything that looks like a key or ``Bearer …`` value masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = re.sub(r"Bearer\s+\S+", "Bearer ***", text)
+    return re.sub(r"(?:sk-|sk_|hf_|ghp_|gho_|github_pat_|xox[abpr]-|glpat-)[A-Za-z0-9_\-]{8,}", "***", text)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -60,13 +111,20 @@ def read_yaml(path: str | Path) -> Any:
 class StrictModel(BaseModel):
     """Base for parameter models: unknown fields are errors, defaults are validated too."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_from_yaml_strings(cls, value: Any, info: Any) -> Any:
-        """Accept numeric strings such as '1e-4' (a YAML 1.1 trap) for numeric fields; pydantic checks the rest."""
+        """Accept numeric strings such as '1e-4' (a YAML 1.1 trap) for numeric fields; refuse true/false there (it
+        would become 1/0) and any value that looks like a secret (pydantic checks the rest)."""
         field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and field.annotation in (float, int, float | None, int | None):
+            raise ValueError(f"{value} is not a number")
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and looks_like_secret(text):
+                raise ValueError(f"{mask_secret(text)} looks like a secret (an API key or token): never write one in "
+                                 "a profile; put it in an environment variable and name the variable (api_key_env)")
         if isinstance(value, str) and field is not None and field.annotation in (float, int, float | None):
             try:
                 number = float(value)
@@ -95,7 +153,7 @@ class RunParams(StrictModel):
 
     name: str = Field("smoke", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (letters, digits, _ . -).")
     output_dir: str = Field("outputs/smoke", min_length=1, description="Run directory, relative to the repository root or absolute.")
-    seed: int = Field(0, ge=0, description="Seed for every random choice of the run.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for every random choice of the run (0 … 2**32 - 1).")
     language: Language = Field("de", description="Language of the target clinical model: de or en.")
     device: Device = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda.")
 
@@ -139,6 +197,15 @@ class PrepareParams(StrictModel):
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub. Off unless you trust it.")
+
+    @field_validator("ambiguous_fraction")
+    @classmethod
+    def _fractions_fit(cls, value: float, info: Any) -> float:
+        medical = info.data.get("medical_fraction")
+        if medical is not None and medical + value > 1:
+            raise ValueError(f"medical_fraction {medical} + ambiguous_fraction {value} = {medical + value:g} is more "
+                             "than 1: the rest of the corpus is general, so together they may be at most 1")
+        return value
 
     @field_validator("local_files")
     @classmethod
@@ -576,8 +643,8 @@ class Profile(BaseModel):
         return "\n".join(lines)
 
     def run_dir(self, root: Path | None = None) -> Path:
-        """Absolute run directory; relative output_dir values are taken from ``root`` (default: the profile's repo)."""
-        out = Path(self.run.output_dir)
+        """Absolute run directory (output_dir is resolved against the profile's project folder when loaded)."""
+        out = Path(self.run.output_dir).expanduser()
         if out.is_absolute():
             return out
         base = root if root is not None else repo_root_of(self.path)
@@ -605,8 +672,10 @@ def _describe(errors: list[dict[str, Any]], where: str, model: type[BaseModel]) 
         loc = ".".join(str(x) for x in err["loc"]) or "(section)"
         name = str(err["loc"][0]) if err["loc"] else ""
         value = err.get("input")
-        if "key" in name.lower() and isinstance(value, str):
-            value = f"<{len(value)} characters, not shown: it may be a secret>"  # never echo a pasted API key
+        if isinstance(value, str) and ("key" in name.lower() or looks_like_secret(value)):
+            value = mask_secret(value)  # never echo a pasted API key
+        elif isinstance(value, dict | list) and looks_like_secret(json.dumps(value, default=str)):
+            value = mask_secret(json.dumps(value, default=str))
         if err["type"] == "extra_forbidden":
             problems.append(
                 f"{where}: unknown field {loc!r} (value {value!r}); allowed fields: {', '.join(model.model_fields)}"
@@ -617,6 +686,61 @@ def _describe(errors: list[dict[str, Any]], where: str, model: type[BaseModel]) 
             problems.append(
                 f"{where}: field {loc!r} has bad value {value!r}: {_allowed(err, model.model_fields.get(name))}"
             )
+    return problems
+
+
+# Fields that hold paths (resolved against the profile's project folder, see repo_root_of) and model references
+# (a hub id or a local folder, which must then exist). One table, so every step follows the same rule.
+PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "run": ("output_dir",), "prepare": ("local_files",), "annotate": ("gold_file",), "cpt": ("qa_file",),
+}
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "prepare": ("base_model",), "cpt": ("base",), "merge": ("instruct", "cpt_model", "experts"),
+    "align": ("start_model",), "classify": ("encoder",),
+}
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+def _resolve_path(value: str, root: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (root / path).resolve())
+
+
+def _resolve_model(value: str, root: Path) -> str:
+    """A local folder (absolute, ``~`` or relative to ``root``) as an absolute path; a hub id as it is."""
+    path = Path(value).expanduser()
+    local = path if path.is_absolute() else root / path
+    if local.is_dir():
+        return str(local.resolve())
+    if value.startswith(("/", "./", "../", "~")) or not HUB_ID.match(value):
+        raise ValueError(f"{value!r} is neither an existing folder (looked for {local}) nor a hub id (owner/name)")
+    return value
+
+
+def resolve_profile_paths(section: str, params: StrictModel, root: Path) -> list[str]:
+    """Resolve ``params``' path and model fields in place against ``root``; returns the problems (missing input
+    files, model references that are neither a folder nor a hub id)."""
+    problems = []
+    for name in PATH_FIELDS.get(section, ()):
+        value = getattr(params, name)
+        if value is None:
+            continue
+        resolved = [_resolve_path(v, root) for v in value] if isinstance(value, list) else _resolve_path(value, root)
+        if name != "output_dir":
+            missing = [v for v in (resolved if isinstance(resolved, list) else [resolved]) if not Path(v).exists()]
+            problems += [f"field {name!r}: no such file {m} (relative paths start at {root})" for m in missing]
+        object.__setattr__(params, name, resolved)  # keep model_fields_set: `show` marks what the profile set
+    if section == "annotate" and getattr(params, "backend", None) != "transformers":
+        return problems  # the openai backend names a served model, not a file or hub id
+    for name in MODEL_FIELDS.get(section, ()) + (("model",) if section == "annotate" else ()):
+        value = getattr(params, name)
+        try:
+            if isinstance(value, list):
+                object.__setattr__(params, name, [_resolve_model(v, root) for v in value])
+            elif value is not None:
+                object.__setattr__(params, name, _resolve_model(value, root))
+        except ValueError as e:
+            problems.append(f"field {name!r}: {e}")
     return problems
 
 
@@ -631,8 +755,10 @@ def parse_profile(data: Any, path: str | Path = "<profile>") -> Profile:
             problems.append(f"{path}: unknown section {key!r}; allowed sections: run, steps")
 
     run = None
+    root = repo_root_of(path)
     try:
         run = RunParams(**(data.get("run") or {}))
+        problems += [f"{path}: run: {p}" for p in resolve_profile_paths("run", run, root)]
     except ValidationError as e:
         problems += _describe(e.errors(), f"{path}: run", RunParams)
     except TypeError:
@@ -654,6 +780,7 @@ def parse_profile(data: Any, path: str | Path = "<profile>") -> Profile:
             continue
         try:
             steps[name] = model(**(values or {}))
+            problems += [f"{path}: step {name}: {p}" for p in resolve_profile_paths(name, steps[name], root)]
         except ValidationError as e:
             problems += _describe(e.errors(), f"{path}: step {name}", model)
     if not steps_data and not problems:

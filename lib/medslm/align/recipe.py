@@ -197,7 +197,15 @@ class AlignRecipe:
             trainer = self.dpo_trainer()
             self.train("dpo", trainer)
             self.save("dpo", trainer)
-        return self.results
+        return self.finish()["results"]
 
-    def write_timings(self) -> Path:
-        return write_json(self.out.path / "timings.json", self.timings)
+    def finish(self) -> dict[str, Any]:
+        """Write metrics.json (reproducible figures) and timings.json; returns the metrics."""
+        from medslm.notebook import write_step_metrics
+
+        metrics = {"start_model": self.start.as_dict(), "stages": list(self.stages), "mode": self.params.mode,
+                   "data": {key: len(rows) for key, rows in self.rows.items()}, "results": self.results,
+                   "models": {stage: str(self.out.model(stage)) for stage in self.results}}
+        write_step_metrics(self.out, "align", self.params, metrics)
+        write_json(self.out.path / "timings.json", self.timings)
+        return metrics
