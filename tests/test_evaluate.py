@@ -30,8 +30,8 @@ def test_encode_pair_moves_trailing_space(tiny_tokenizer):
     ctx, cont = encode_pair(tiny_tokenizer, "The capital of France is ", "Paris")
     ctx2, cont2 = encode_pair(tiny_tokenizer, "The capital of France is", " Paris")
     assert (ctx, cont) == (ctx2, cont2)
-    whole = tiny_tokenizer.encode("The capital of France is Paris", add_special_tokens=False)
-    assert ctx + cont == whole
+    whole = tiny_tokenizer.encode("The capital of France is Paris")  # the tokenizer's default: BOS added
+    assert ctx + cont == whole and whole[0] == tiny_tokenizer.bos_token_id
 
 
 def test_loglikelihood_matches_manual_computation(lm):
