@@ -113,25 +113,33 @@ def tok_encode(tokenizer: Any, text: str, add_bos_token: bool | None = None) -> 
 def encode_pair(tokenizer: Any, context: str, continuation: str,
                 add_bos_token: bool | None = None) -> tuple[list[int], list[int]]:
     """(context tokens, continuation tokens) of one request, as lm-eval's ``loglikelihood`` splits them."""
+    return encode_choices(tokenizer, context, [continuation], add_bos_token)[0]
+
+
+def encode_choices(tokenizer: Any, context: str, continuations: Sequence[str],
+                   add_bos_token: bool | None = None) -> list[tuple[list[int], list[int]]]:
+    """:func:`encode_pair` for several continuations of one context (the context is encoded once)."""
     if context == "":
-        cont = tok_encode(tokenizer, continuation, add_bos_token=False)
         prefix = prefix_token_id(tokenizer)
-        return ([prefix], cont) if not cont or prefix != cont[0] else (cont[:1], cont[1:])
+        out = []
+        for continuation in continuations:
+            cont = tok_encode(tokenizer, continuation, add_bos_token=False)
+            out.append(([prefix], cont) if not cont or prefix != cont[0] else (cont[:1], cont[1:]))
+        return out
     n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = tok_encode(tokenizer, context + continuation, add_bos_token)
+    moved, context = (context[-n_spaces:], context[:-n_spaces]) if n_spaces else ("", context)
     ctx = tok_encode(tokenizer, context, add_bos_token)
-    return ctx, whole[len(ctx):]
+    return [(ctx, tok_encode(tokenizer, context + moved + continuation, add_bos_token)[len(ctx):])
+            for continuation in continuations]
 
 
-def _checked_pair(tokenizer: Any, context: str, continuation: str,
-                  add_bos_token: bool | None) -> tuple[list[int], list[int]]:
-    ctx, cont = encode_pair(tokenizer, context, continuation, add_bos_token)
-    if not cont:
-        raise ValueError(f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}")
-    return ctx, cont
+def _checked_pairs(tokenizer: Any, context: str, continuations: Sequence[str],
+                   add_bos_token: bool | None) -> list[tuple[list[int], list[int]]]:
+    pairs = encode_choices(tokenizer, context, continuations, add_bos_token)
+    for continuation, (_, cont) in zip(continuations, pairs, strict=True):
+        if not cont:
+            raise ValueError(f"continuation {continuation!r} encodes to no tokens after context {context[-40:]!r}")
+    return pairs
 
 
 def model_max_length(model: Any, max_length: int | None) -> int:
@@ -161,10 +169,11 @@ def loglikelihoods(
 ) -> list[float]:
     """Summed log-probability of each continuation given its context: one model row per request, length-sorted,
     right-padded batches, left truncation to ``max_length`` (as lm-eval)."""
-    encoded = [_checked_pair(tokenizer, ctx, cont, add_bos_token) for ctx, cont in requests]
+    encoded = [_checked_pairs(tokenizer, ctx, [cont], add_bos_token)[0] for ctx, cont in requests]
     return _loglikelihood_tokens(model, tokenizer, encoded, batch_size, model_max_length(model, max_length), progress)
 
 
+@torch.no_grad()
 def _loglikelihood_tokens(model: Any, tokenizer: Any, encoded: Sequence[tuple[list[int], list[int]]],
                           batch_size: int, max_length: int, progress: bool = False) -> list[float]:
     device = next(model.parameters()).device
@@ -231,6 +240,7 @@ def _returned_cache(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+@torch.no_grad()
 def score_mcq(
     model: Any,
     tokenizer: Any,
@@ -251,7 +261,7 @@ def score_mcq(
     results = []
     try:
         for item in tqdm(items, desc="multiple choice", disable=not progress):
-            pairs = [_checked_pair(tokenizer, item.context, item.delimiter + ch, add_bos_token) for ch in item.choices]
+            pairs = _checked_pairs(tokenizer, item.context, [item.delimiter + ch for ch in item.choices], add_bos_token)
             ctx = pairs[0][0]
             shared = all(p[0] == ctx for p in pairs) and all(len(ctx) + len(c) <= window + 1 for _, c in pairs)
             if shared:
