@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from medslm.evaluate import MCQItem, score_mcq, tok_encode
+from medslm.evaluate.reference import lm_eval_logliks
 from medslm.models import load_model, load_tokenizer, save_model
 from tests.conftest import SAMPLE_TEXTS, build_tiny_model_dir
 
@@ -44,40 +45,10 @@ def sharpened_model_dir(path, tokenizer, seed):
     model = load_model(folder, device="cpu")
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.dim() == 2:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.15)
     return save_model(model, tokenizer, folder)
-
-
-def run_lm_eval(model_dir, items, tmp_path, batch_size: int = 16) -> list[list[float]]:
-    """Per-item choice log-likelihoods from lm_eval.simple_evaluate on a local JSON task."""
-    import os
-
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    data = tmp_path / "items.jsonl"
-    data.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-    task_dir = tmp_path / "tasks"
-    task_dir.mkdir()
-    (task_dir / "parity.yaml").write_text(
-        "task: medslm_parity\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        "doc_to_text: context\ndoc_to_choice: choices\ndoc_to_target: gold\n"
-        "target_delimiter: ' '\n"
-        "metric_list:\n  - metric: acc\n", encoding="utf-8")
-    lm = HFLM(pretrained=str(model_dir), backend="causal", device="cpu", batch_size=batch_size, dtype="float32")
-    out = simple_evaluate(model=lm, tasks=["medslm_parity"], task_manager=TaskManager(include_path=str(task_dir),
-                          include_defaults=False), log_samples=True, bootstrap_iters=0)
-    samples = sorted(out["samples"]["medslm_parity"], key=lambda s: s["doc_id"])
-    assert [s["doc_id"] for s in samples] == list(range(len(items)))
-    return [[float(resp[0]) for resp in s["filtered_resps"]] for s in samples]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,7 +80,7 @@ def test_scores_equal_lm_eval(parity_models, kind, tmp_path):
     lengths = [len(tok_encode(tokenizer, it["context"])) for it in items]
     assert min(lengths[:N_LONG]) >= 400 and min(lengths[N_LONG:]) > MAX_POSITIONS
 
-    reference = run_lm_eval(folder, items, tmp_path)
+    reference = lm_eval_logliks(folder, items, tmp_path, batch_size=16)
     ours = score_mcq(model, tokenizer, items, batch_size=4)
 
     deltas = [abs(a - b) for r, ref in zip(ours, reference, strict=True) for a, b in zip(r.logliks, ref, strict=True)]
