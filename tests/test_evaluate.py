@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from medslm.evaluate import MCQItem, MCQResult, accuracy, encode_pair, loglikelihoods, perplexity, score_mcq
+from medslm.evaluate import (
+    MCQItem,
+    MCQResult,
+    accuracy,
+    encode_pair,
+    heldout_perplexity,
+    loglikelihoods,
+    perplexity,
+    score_mcq,
+)
 from medslm.models import load_model, load_tokenizer
 
 
@@ -30,8 +39,8 @@ def test_encode_pair_moves_trailing_space(tiny_tokenizer):
     ctx, cont = encode_pair(tiny_tokenizer, "The capital of France is ", "Paris")
     ctx2, cont2 = encode_pair(tiny_tokenizer, "The capital of France is", " Paris")
     assert (ctx, cont) == (ctx2, cont2)
-    whole = tiny_tokenizer.encode("The capital of France is Paris", add_special_tokens=False)
-    assert ctx + cont == whole
+    whole = tiny_tokenizer.encode("The capital of France is Paris")  # the tokenizer's default: BOS added
+    assert ctx + cont == whole and whole[0] == tiny_tokenizer.bos_token_id
 
 
 def test_loglikelihood_matches_manual_computation(lm):
@@ -84,3 +93,46 @@ def test_empty_continuation_is_an_error(lm):
     model, tok = lm
     with pytest.raises(ValueError, match="encodes to no tokens"):
         loglikelihoods(model, tok, [("abc", "")])
+
+
+def old_perplexity(model, tok, texts, batch_size=16, max_length=512):
+    """The previous implementation (full-vocabulary log_softmax over the whole batch), kept as the reference."""
+    prefix = [tok.bos_token_id]
+    seqs = [(prefix + tok.encode(t, add_special_tokens=False))[:max_length] for t in texts]
+    seqs = [s for s in seqs if len(s) > 1]
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start:start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, s in enumerate(chunk):
+            ids[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        m = mask[:, 1:].float()
+        total_nll -= float((lp * m).sum())
+        total_tokens += int(m.sum())
+    return math.exp(total_nll / total_tokens)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 4096])
+def test_chunked_perplexity_equals_previous_code(lm, chunk_tokens):
+    model, tok = lm
+    texts = ["The heart pumps blood through the body.", "Metformin is used to treat type 2 diabetes. " * 5,
+             "Das Medikament Metformin wird eingesetzt.", "Paris", "Accept all cookies to continue reading. " * 9]
+    expected = old_perplexity(model, tok, texts, batch_size=3, max_length=40)
+    got = perplexity(model, tok, texts, batch_size=3, max_length=40, chunk_tokens=chunk_tokens)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_heldout_perplexity_sample_size_is_a_parameter(lm):
+    model, tok = lm
+    records = [{"domain": "medical", "text": t} for t in ("Metformin is used.", "The heart pumps blood.", "x y")]
+    one = heldout_perplexity(model, tok, records, max_texts=1)
+    assert one["medical"] == pytest.approx(perplexity(model, tok, ["Metformin is used."]))
+    assert heldout_perplexity(model, tok, records, max_texts=3)["medical"] != one["medical"]
+    with pytest.raises(ValueError, match="max_texts"):
+        heldout_perplexity(model, tok, records, max_texts=0)

@@ -50,6 +50,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency:
         additional_special_tokens=[SYSTEM, USER, ASSISTANT, END],
         model_max_length=1024,
     )
+    # The tiny model is pretrained with BOS before every document (training.tokenize_documents), so the tokenizer
+    # adds BOS by default, as Llama's does: lm-eval (add_bos_token=None) and medslm's scorer then score contexts
+    # the way the model was trained.
+    fast.add_bos_token = True
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
