@@ -15,13 +15,12 @@ import pytest
 
 from medslm.annotate import (
     FENCE_CLOSE,
-    Lexicon,
     annotate_documents,
     annotation_report,
     binary_metrics,
     build_messages,
-    default_lexicon,
     document_of,
+    instruction_language,
     iter_corpus,
     lexicon_backend,
     lexicon_reply,
@@ -32,6 +31,7 @@ from medslm.annotate import (
     sample_documents,
     truncate,
 )
+from medslm.lexicon import LEXICON_FILE, Lexicon, LexiconError, default_lexicon, load_lexicon
 from medslm.llm import LLM, FunctionBackend, ReplyCache
 from medslm.params import AnnotateParams
 from medslm.rundir import JsonlError, write_jsonl
@@ -182,6 +182,31 @@ def test_lexicon_reply_format_follows_the_prompt_language():
     assert de.startswith("Begründung:") and "Qualität:" in de and de.endswith("Verdict: medical")
     assert en.startswith("Justification:") and "Quality" not in en and en.endswith("Verdict: not_medical")
     assert parse_reply(de)["quality"] is not None
+    # the reply follows the language of the instructions, not of the document inside them
+    de_prompt_en_doc = build_messages("Paris is the capital of France and a city of museums.", "de")
+    en_prompt_de_doc = build_messages("Die Hauptstadt von Frankreich ist Paris, eine Stadt der Museen.", "en")
+    assert instruction_language(de_prompt_en_doc) == "de" and instruction_language(en_prompt_de_doc) == "en"
+    assert lexicon_reply(de_prompt_en_doc).startswith("Begründung:")
+    assert lexicon_reply(en_prompt_de_doc).startswith("Justification:")
+    # a reworded German prompt is German too (no fixed opening words)
+    reworded = [{"role": "user", "content": "Hier folgt ein Text aus dem Internet. Ist er medizinisch?\n<document>\n"
+                                            "Paris is lovely.\n</document>\nBitte antworte mit einem Urteil."}]
+    assert lexicon_reply(reworded).startswith("Begründung:")
+
+
+def test_lexicon_is_a_data_file_and_a_malformed_one_is_named(tmp_path):
+    lex = default_lexicon()
+    assert LEXICON_FILE.suffix == ".yaml" and LEXICON_FILE.parent.name == "data"
+    assert lex.terms["de"]["*entzündung*"] == 3 and lex.terms["en"]["fitness"] == -2
+    assert (lex.min_score, lex.min_density) == (4.0, 3.0)
+    assert sum(len(terms) for terms in lex.terms.values()) > 700
+    bad = tmp_path / "lexicon.yaml"
+    bad.write_text("min_score: 4\nmin_density: 3\nterms:\n  de:\n    arzt: viel\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"lexicon\.yaml: terms\.de\.arzt: weight 'viel' is not a number"):
+        load_lexicon(bad)
+    bad.write_text("terms: {de: {arzt: 2}}\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match="min_score must be a number"):
+        load_lexicon(bad)
 
 
 # --------------------------------------------------------------------------------------------------------------
