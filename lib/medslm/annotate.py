@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medslm.choice_backend import ChoiceBackend
 from medslm.lexicon import Lexicon, default_lexicon
 from medslm.llm import LLM, FunctionBackend, Messages, OpenAIBackend, TransformersBackend
 from medslm.rundir import JsonlError, iter_jsonl_numbered
@@ -146,6 +147,7 @@ _DECOR = r"[\s*_`#>]*"
 _VERDICT_LINE = re.compile(rf"^{_DECOR}verdict{_DECOR}:(?P<value>.*)$", re.I | re.M)
 _QUALITY_LINE = re.compile(rf"^{_DECOR}(?:quality|qualität){_DECOR}:{_DECOR}(?P<value>[^\n]*?)[\s*_`.]*$", re.I | re.M)
 _JUSTIFICATION_LINE = re.compile(rf"^{_DECOR}(?:justification|begründung){_DECOR}:(?P<value>.*)$", re.I | re.M)
+_P_MEDICAL_LINE = re.compile(r"^P\(medical\):\s*(?P<value>[01](?:\.\d+)?)\s*$", re.M)  # the loglik backend's
 
 
 def parse_reply(reply: str | None) -> dict[str, Any]:
@@ -154,11 +156,12 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
     The label comes from the *last* line starting with ``Verdict:`` (markdown emphasis and a final period are
     tolerated); its value must be exactly ``medical`` or ``not_medical``. Anything else — no verdict line, another
     value — is ``status="unparseable"`` with ``label=None``. ``quality`` is the last ``Quality:``/``Qualität:``
-    integer in 0–5, else None. Only the reply is parsed: the document is never part of it.
+    integer in 0–5, else None; ``p_medical`` the ``P(medical):`` line of the loglik backend, else None. Only the
+    reply is parsed: the document is never part of it.
     """
     text = reply or ""
     out: dict[str, Any] = {"label": None, "quality": None, "justification": None, "status": "unparseable",
-                           "reason": None}
+                           "reason": None, "p_medical": None}
     verdicts = list(_VERDICT_LINE.finditer(text))
     if not verdicts:
         out["reason"] = "empty reply" if not text.strip() else "no verdict line"
@@ -173,6 +176,9 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
         q = qualities[-1].group("value").strip()
         m = re.fullmatch(r"([0-5])(?:\s*/\s*5)?", q)
         out["quality"] = int(m.group(1)) if m else None
+    probability = list(_P_MEDICAL_LINE.finditer(text))
+    if probability:
+        out["p_medical"] = float(probability[-1].group("value"))
     just = list(_JUSTIFICATION_LINE.finditer(text))
     if just:
         out["justification"] = just[-1].group("value").strip()[:500] or None
@@ -358,29 +364,33 @@ def make_llm(params: Any, cache_dir: str | Path | None, *, run_dir: str | Path |
              seed: int = 0) -> LLM:
     """The annotator of ``params`` (an :class:`~medslm.params.AnnotateParams`) behind the reply cache.
 
-    lexicon: offline; transformers: ``params.model`` or 00_prepare's model (``run_dir``) loaded locally;
-    openai: ``params.base_url`` + ``params.model`` with the key from the env var ``params.api_key_env``.
+    lexicon: offline; transformers (writes a reply) and loglik (the verdict as a choice scored by log-likelihood,
+    :class:`~medslm.choice_backend.ChoiceBackend`): ``params.model`` or 00_prepare's model (``run_dir``) loaded
+    locally; openai: ``params.base_url`` + ``params.model`` with the key from the env var ``params.api_key_env``.
     """
     if params.backend == "lexicon":
         backend: Any = lexicon_backend(params.quality_score)
-    elif params.backend == "transformers":
+    elif params.backend in ("transformers", "loglik"):
         if params.model:
             ref = {"ref": params.model, "revision": None, "trust_remote_code": params.trust_remote_code}
         elif run_dir is not None:
             ref = prepare_model_ref(run_dir)
         else:
             raise ValueError("annotate.model is None (= 00_prepare's model) but no run directory was given")
-        backend = TransformersBackend(ref["ref"], device=device, batch_size=params.batch_size,
-                                      max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                                      revision=ref["revision"],
-                                      trust_remote_code=params.trust_remote_code or ref["trust_remote_code"], seed=seed)
+        local = {"device": device, "batch_size": params.batch_size, "revision": ref["revision"],
+                 "trust_remote_code": params.trust_remote_code or ref["trust_remote_code"]}
+        if params.backend == "loglik":
+            backend = ChoiceBackend(ref["ref"], choices=LABELS, **local)
+        else:
+            backend = TransformersBackend(ref["ref"], max_new_tokens=params.max_new_tokens,
+                                          temperature=params.temperature, seed=seed, **local)
     elif params.backend == "openai":
         backend = OpenAIBackend(params.base_url, params.model, api_key_env=params.api_key_env,
                                 concurrency=params.concurrency, timeout_s=params.timeout_s,
                                 max_retries=params.max_retries, max_new_tokens=params.max_new_tokens,
                                 temperature=params.temperature, seed=seed)
     else:
-        raise ValueError(f"unknown annotate backend {params.backend!r}; known: lexicon, transformers, openai")
+        raise ValueError(f"unknown annotate backend {params.backend!r}; known: lexicon, transformers, loglik, openai")
     return LLM(backend, cache_dir)
 
 
@@ -511,3 +521,32 @@ def annotation_report(labels: Sequence[Mapping[str, Any]], stats: Mapping[str, A
                 k: round(sum(r["label"] == "medical" for r, _ in pairs if r.get("kind") == k)
                          / max(1, sum(r.get("kind") == k for r, _ in pairs)), 4) for k in kinds}
     return report
+
+
+class UnparseableRepliesError(RuntimeError):
+    """Too many annotator replies have no valid verdict line: the labels would be too few or biased."""
+
+
+_ADVICE = {
+    "transformers": "backend: loglik (the same model scores the verdict as a choice by log-likelihood and cannot "
+                    "fail to parse); a larger instruct model; more max_new_tokens, so the reply reaches its verdict "
+                    "line; a tokenizer whose chat template fits the model",
+    "openai": "a model that follows the format (larger, or instruction-tuned); temperature 0; more max_new_tokens, "
+              "so the reply reaches its verdict line; for a local model, backend: loglik",
+}
+
+
+def check_unparseable(labels: Sequence[Mapping[str, Any]], max_rate: float, backend: str = "") -> None:
+    """Raise :class:`UnparseableRepliesError` when more than ``max_rate`` of ``labels`` are unparseable; the message
+    gives the rate, the reasons, three example replies and what to try for ``backend``."""
+    bad = [r for r in labels if r.get("label") is None]
+    rate = len(bad) / len(labels) if labels else 0.0
+    if rate <= max_rate:
+        return
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in Counter(r.get("reason") or "?" for r in bad).most_common(3))
+    examples = "\n".join(f"  - document {r.get('id')}: {(r.get('reply') or '')[:200]!r}" for r in bad[:3])
+    advice = _ADVICE.get(backend, "a model that follows the reply format, or backend: loglik for a local model")
+    raise UnparseableRepliesError(
+        f"{len(bad)} of {len(labels)} annotator replies ({rate:.0%}) have no valid 'Verdict: medical' or "
+        f"'Verdict: not_medical' line, more than max_unparseable_rate={max_rate} ({reasons}). Examples:\n{examples}\n"
+        f"What to try: {advice}. All replies are in labels.jsonl (field reply).")
