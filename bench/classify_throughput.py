@@ -47,7 +47,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from medslm.annotate import annotate_documents, lexicon_backend
-    from medslm.classify import score_corpus, train_tfidf
+    from medslm.classify import train_tfidf
+    from medslm.filtering import score_corpus
     from medslm.llm import LLM
     from medslm.params import ClassifyParams
     from medslm.rundir import write_jsonl

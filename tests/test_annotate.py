@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,13 +16,14 @@ import pytest
 
 from medslm.annotate import (
     FENCE_CLOSE,
-    Lexicon,
+    UnparseableRepliesError,
     annotate_documents,
     annotation_report,
     binary_metrics,
     build_messages,
-    default_lexicon,
+    check_unparseable,
     document_of,
+    instruction_language,
     iter_corpus,
     lexicon_backend,
     lexicon_reply,
@@ -32,6 +34,7 @@ from medslm.annotate import (
     sample_documents,
     truncate,
 )
+from medslm.lexicon import LEXICON_FILE, Lexicon, LexiconError, default_lexicon, load_lexicon
 from medslm.llm import LLM, FunctionBackend, ReplyCache
 from medslm.params import AnnotateParams
 from medslm.rundir import JsonlError, write_jsonl
@@ -182,6 +185,31 @@ def test_lexicon_reply_format_follows_the_prompt_language():
     assert de.startswith("Begründung:") and "Qualität:" in de and de.endswith("Verdict: medical")
     assert en.startswith("Justification:") and "Quality" not in en and en.endswith("Verdict: not_medical")
     assert parse_reply(de)["quality"] is not None
+    # the reply follows the language of the instructions, not of the document inside them
+    de_prompt_en_doc = build_messages("Paris is the capital of France and a city of museums.", "de")
+    en_prompt_de_doc = build_messages("Die Hauptstadt von Frankreich ist Paris, eine Stadt der Museen.", "en")
+    assert instruction_language(de_prompt_en_doc) == "de" and instruction_language(en_prompt_de_doc) == "en"
+    assert lexicon_reply(de_prompt_en_doc).startswith("Begründung:")
+    assert lexicon_reply(en_prompt_de_doc).startswith("Justification:")
+    # a reworded German prompt is German too (no fixed opening words)
+    reworded = [{"role": "user", "content": "Hier folgt ein Text aus dem Internet. Ist er medizinisch?\n<document>\n"
+                                            "Paris is lovely.\n</document>\nBitte antworte mit einem Urteil."}]
+    assert lexicon_reply(reworded).startswith("Begründung:")
+
+
+def test_lexicon_is_a_data_file_and_a_malformed_one_is_named(tmp_path):
+    lex = default_lexicon()
+    assert LEXICON_FILE.suffix == ".yaml" and LEXICON_FILE.parent.name == "data"
+    assert lex.terms["de"]["*entzündung*"] == 3 and lex.terms["en"]["fitness"] == -2
+    assert (lex.min_score, lex.min_density) == (4.0, 3.0)
+    assert sum(len(terms) for terms in lex.terms.values()) > 700
+    bad = tmp_path / "lexicon.yaml"
+    bad.write_text("min_score: 4\nmin_density: 3\nterms:\n  de:\n    arzt: viel\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"lexicon\.yaml: terms\.de\.arzt: weight 'viel' is not a number"):
+        load_lexicon(bad)
+    bad.write_text("terms: {de: {arzt: 2}}\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match="min_score must be a number"):
+        load_lexicon(bad)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -394,3 +422,68 @@ def test_annotate_params_validation():
     with pytest.raises(ValueError, match="gold_file"):
         AnnotateParams(gold_file="gold.csv")
     assert AnnotateParams(temperature="0").temperature == 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Annotators that cannot follow the format: fail the step, or score the verdict as a choice (loglik)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_an_annotator_that_never_writes_the_verdict_line_fails_annotate(toy_docs):
+    docs = toy_docs[:20]
+    junk = FunctionBackend(lambda m: "This page is about several things. I would say it is interesting.",
+                           name="junk", model="junk-1")
+    labels, _ = annotate_documents(docs, LLM(junk), language="de")
+    with pytest.raises(UnparseableRepliesError) as exc:
+        check_unparseable(labels, AnnotateParams().max_unparseable_rate, "transformers")
+    msg = str(exc.value)
+    assert "20 of 20 annotator replies (100%)" in msg and "max_unparseable_rate=0.2" in msg
+    assert "no verdict line: 20" in msg and "I would say it is interesting" in msg and "backend: loglik" in msg
+    # negative control: 2 junk replies of 20 (10 %) stay under the default 0.2
+    replies = iter(["junk", "junk"] + ["Verdict: medical"] * 18)
+    some_junk = FunctionBackend(lambda m: next(replies), name="some-junk", model="junk-2")
+    labels, _ = annotate_documents(docs, LLM(some_junk), language="de")
+    check_unparseable(labels, 0.2, "transformers")
+    with pytest.raises(UnparseableRepliesError, match="2 of 20"):
+        check_unparseable(labels, 0.05, "openai")
+
+
+def test_loglik_mode_labels_what_generation_cannot(tiny_model_dir, toy_docs, tmp_path):
+    """The same tiny model: generating, it writes no verdict (annotate fails); scored as a choice, every document
+    gets a label and P(medical), equal to an independent computation with the model's logits."""
+    import torch
+
+    from medslm.models import load_model, load_tokenizer
+
+    docs = toy_docs[:10]
+    generating = make_llm(AnnotateParams(backend="transformers", model=str(tiny_model_dir), max_new_tokens=12), None,
+                          device="cpu")
+    labels, _ = annotate_documents(docs, generating, language="de", quality_score=False)
+    with pytest.raises(UnparseableRepliesError, match="10 of 10"):
+        check_unparseable(labels, 0.2, "transformers")
+
+    params = AnnotateParams(backend="loglik", model=str(tiny_model_dir), batch_size=4)
+    llm = make_llm(params, tmp_path / "cache", device="cpu")
+    labels, stats = annotate_documents(docs, llm, language="de", quality_score=False)
+    report = annotation_report(labels, stats)
+    assert report["unparseable"] == 0 and stats["calls"] == 10
+    check_unparseable(labels, params.max_unparseable_rate, "loglik")
+    assert all(r["label"] == ("medical" if r["p_medical"] >= 0.5 else "not_medical") for r in labels)
+    # P(medical) by hand: summed log-probabilities of " medical" / " not_medical" after the chat prompt + "Verdict:"
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir, device="cpu")
+    context = tok.apply_chat_template(build_messages(docs[0]["text"], "de", 2000, False), tokenize=False,
+                                      add_generation_prompt=True) + "Verdict:"
+    ctx_ids = [tok.bos_token_id] + tok.encode(context, add_special_tokens=False)
+    logliks = []
+    for answer in (" medical", " not_medical"):
+        ids = [tok.bos_token_id] + tok.encode(context + answer, add_special_tokens=False)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        logliks.append(sum(float(logprobs[i - 1, ids[i]]) for i in range(len(ctx_ids), len(ids))))
+    expected = 1 / (1 + math.exp(logliks[1] - logliks[0]))
+    assert labels[0]["p_medical"] == pytest.approx(expected, abs=1e-5)
+    assert parse_reply(labels[0]["reply"])["label"] == labels[0]["label"]
+    # cached: a second run asks the model nothing
+    again, again_stats = annotate_documents(docs, make_llm(params, tmp_path / "cache", device="cpu"), language="de",
+                                            quality_score=False)
+    assert again_stats["calls"] == 0 and [r["p_medical"] for r in again] == [r["p_medical"] for r in labels]

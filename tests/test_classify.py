@@ -14,22 +14,24 @@ from medslm.classify import (
     TfidfClassifier,
     TooFewLabelsError,
     choose_threshold,
-    collect_kept,
-    datatrove_executor,
-    datatrove_filter,
-    datatrove_pipeline,
     gold_comparison,
-    kept_ids,
     load_classifier,
     load_labels,
-    read_scores,
-    score_corpus,
-    slurm_settings,
     split_labels,
     targets,
     train_classifier,
     train_encoder,
     train_tfidf,
+)
+from medslm.filtering import (
+    datatrove_executor,
+    datatrove_filter,
+    datatrove_pipeline,
+    filter_corpus,
+    read_scores,
+    score_corpus,
+    slurm_settings,
+    wait_for_tasks,
 )
 from medslm.llm import LLM
 from medslm.params import ClassifyParams
@@ -164,27 +166,66 @@ def test_score_corpus_writes_scores_kept_documents_and_statistics(trained, toy_d
     assert not (tmp_path / "f2.jsonl").exists()  # no half-written output
 
 
-def test_datatrove_two_tasks_keep_the_same_documents(trained, toy_docs, tmp_path):
+def test_datatrove_executor_writes_what_the_local_executor_writes(trained, toy_docs, tmp_path, monkeypatch):
+    """executor datatrove (LocalPipelineExecutor, 2 tasks): the pipeline scores and filters, and 02's outputs are
+    assembled from its files — byte-equal filtered.jsonl, equal scores.parquet and statistics to executor local."""
+    import medslm.filtering
+
     corpus = tmp_path / "corpus.jsonl"
-    write_jsonl(corpus, toy_docs[:700] + [{"id": "empty", "text": "", "lang": "en"}])
-    trained.save(tmp_path / "clf")
-    clf = load_classifier(tmp_path / "clf")
-    stats = score_corpus(clf, corpus, filtered_path=tmp_path / "filtered.jsonl")
-    result = datatrove_filter(corpus, tmp_path / "dt", tmp_path / "clf", tasks=2, workers=2, batch_size=128)
-    shards = sorted((tmp_path / "dt" / "input").glob("*.jsonl"))
-    assert len(shards) == 2
-    dt_ids = kept_ids(result["kept_folder"])
-    assert result["kept"] == stats["kept"] > 0
-    assert dt_ids == kept_ids(tmp_path / "filtered.jsonl")
-    rec = json.loads(next((tmp_path / "dt" / "kept").glob("*.jsonl")).read_text().splitlines()[0])
-    assert {"id", "text", "lang", "kind", "label", "medical_score"} <= set(rec) and "file_path" not in rec
-    assert collect_kept(result["kept_folder"], tmp_path / "dt_filtered.jsonl") == stats["kept"]
-    local = [json.loads(x)["id"] for x in (tmp_path / "filtered.jsonl").read_text().splitlines()]
-    assert [json.loads(x)["id"] for x in (tmp_path / "dt_filtered.jsonl").read_text().splitlines()] == local
+    extra = [{"text": "Patientin mit Diabetes erhält Metformin.", "id": "no-lang", "label": "medical"},
+             {"id": "blank", "text": "   ", "lang": "en"}, {"id": "empty", "text": "", "lang": "en"}]
+    write_jsonl(corpus, toy_docs[:700] + extra)
+    local, dt = RunDir(tmp_path / "local").classify, RunDir(tmp_path / "dt").classify
+    for out in (local, dt):
+        trained.save(out.classifier)
+    sample = [d["id"] for d in toy_docs[:200]]
+    local_stats = filter_corpus(ClassifyParams(batch_size=128), local, corpus, sample_ids=sample)
+
+    def no_local_scoring(*args, **kwargs):
+        raise AssertionError("executor datatrove must not score in the notebook's process")
+
+    monkeypatch.setattr(medslm.filtering, "score_corpus", no_local_scoring)
+    params = ClassifyParams(executor="datatrove", tasks=2, workers=2, batch_size=128)
+    dt_stats = filter_corpus(params, dt, corpus, sample_ids=sample)
+    work = dt.path / "datatrove"
+    assert [f.name for f in sorted((work / "scores").glob("*.parquet"))] == ["00000.parquet", "00001.parquet"]
+    assert len(list((work / "kept").glob("*.jsonl"))) == 2 and len(list((work / "logs" / "completions").iterdir())) == 2
+    assert dt.filtered.read_bytes() == local.filtered.read_bytes()
+    local_scores, dt_scores = read_scores(local.scores), read_scores(dt.scores)
+    assert dt_scores.equals(local_scores) and len(local_scores) == 701 and local_scores["id"].iloc[-1] == "no-lang"
+    timing = ("seconds", "docs_per_s", "scoring_docs_per_s")
+    assert {k: v for k, v in dt_stats.items() if k not in timing} == {k: v for k, v in local_stats.items()
+                                                                      if k not in timing}
+    assert local_stats["empty_skipped"] == 2 and 0 < local_stats["kept"] < 701 and "unknown" in local_stats["per_language"]
+    rec = json.loads(dt.filtered.read_text().splitlines()[0])
+    assert list(rec)[:2] == ["id", "text"] and list(rec)[-1] == "medical_score" and "keep" not in rec
+    # the same classifier again resumes (tasks completed are skipped); a new threshold starts afresh
+    again = filter_corpus(params, dt, corpus, sample_ids=sample)
+    assert again["kept"] == dt_stats["kept"]
+    stricter = TfidfClassifier.load(dt.classifier)
+    stricter.threshold = 0.9
+    stricter.save(dt.classifier)
+    assert filter_corpus(params, dt, corpus)["kept"] < dt_stats["kept"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(toy_docs[0]) + '\n{"id": "x"}\n')
     with pytest.raises(JsonlError, match=r"bad\.jsonl:2: no 'text' field"):
         datatrove_filter(bad, tmp_path / "dt2", tmp_path / "clf", tasks=2)
+
+
+def test_waiting_for_a_slurm_job_fails_when_it_leaves_the_queue_incomplete(tmp_path):
+    class FakeJob:
+        world_size, job_id, logging_dir = 4, "123", tmp_path / "logs"
+
+        def __init__(self, incomplete):
+            self.incomplete = incomplete
+
+        def get_incomplete_ranks(self):
+            return self.incomplete.pop(0) if self.incomplete else []
+
+    wait_for_tasks(FakeJob([[0, 1, 2, 3], [3]]), poll_s=0, job_alive=lambda job: True)
+    queue = iter([True, False])  # the job is queued at the first look, gone at the second
+    with pytest.raises(RuntimeError, match=r"job 123 ended with 1 of 4 tasks incomplete.*logs"):
+        wait_for_tasks(FakeJob([[0, 1, 2, 3], [3], [3]]), poll_s=0, job_alive=lambda job: next(queue))
 
 
 def test_slurm_executor_is_configured_from_params(tmp_path):
@@ -200,7 +241,7 @@ def test_slurm_executor_is_configured_from_params(tmp_path):
         datatrove_executor(pipeline, executor="slurm", logging_dir=tmp_path / "logs", slurm={})
     built = datatrove_filter(tmp_path / "in", tmp_path / "o2", tmp_path / "clf", executor="slurm",
                              slurm=slurm_settings(p), tasks=4, run=False)
-    assert type(built["executor"]).__name__ == "SlurmPipelineExecutor" and "kept" not in built
+    assert type(built["executor"]).__name__ == "SlurmPipelineExecutor" and "seconds" not in built
 
 
 # --------------------------------------------------------------------------------------------------------------

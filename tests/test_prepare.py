@@ -80,6 +80,19 @@ def test_local_jsonl_parquet_and_gz(tmp_path):
     assert len({x["id"] for x in docs}) == 4
 
 
+def test_corpus_progress_ends_at_the_documents_written(tmp_path, capsys):
+    """max_documents (10) above the corpus size (4): the bar ends at 4/4, not 4/10."""
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": f"Text {i}"}) + "\n" for i in range(3)) + '{"text": ""}\n')
+    parquet = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": ["Vierter Text"]}), parquet)
+    d = RunDir(tmp_path / "run").prepare
+    d.path.mkdir(parents=True)
+    assert write_real_corpus(local_params([jsonl, parquet]), d, "de") == 4
+    err = capsys.readouterr().err
+    assert "4/4" in err and "/10" not in err and "/5" in err  # started at the 5 records of the files
+
+
 def test_local_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"body": "no text field"}\n')

@@ -4,6 +4,7 @@ These tests use small stand-in notebooks for the prepare step, so they run in se
 test_end_to_end.py.
 """
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -87,6 +88,9 @@ def test_failure_names_notebook_cell_and_executed_copy(setup):
         run_profile(profile, notebooks_dir=nbs, log=lambda s: None)
     msg = str(exc.value)
     assert "00_prepare.ipynb" in msg and "cell" in msg and "ValueError: bad corpus record at line 3" in msg
+    # IPython colours the traceback; the message a terminal shows has no escape codes left
+    assert any("\x1b[" in line for line in exc.value.__cause__.traceback)
+    assert "\x1b" not in msg
     executed = root / "outputs" / "t" / "notebooks" / "00_prepare.ipynb"
     assert str(executed) in msg and executed.exists()
     entry = RunDir(root / "outputs" / "t").read_manifest()["steps"]["prepare"]
@@ -115,3 +119,21 @@ def test_missing_notebook_is_an_error_before_running(tmp_path, setup):
     _, _, profile = setup
     with pytest.raises(ProfileError, match="has no notebook"):
         run_profile(profile, notebooks_dir=tmp_path / "nowhere", log=lambda s: None)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="IPC kernel transport is POSIX only")
+def test_the_terminal_shows_only_the_step_lines(setup, capfd, monkeypatch):
+    """No "Kernel is running over TCP without encryption" per step (ipykernel's warning on its inherited stderr)."""
+    root, nbs, profile = setup
+    run_profile(profile, notebooks_dir=nbs, log=print)
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert [line.split(":")[0] for line in out.splitlines()] == ["[1/1] prepare", "[1/1] prepare"]
+    # negative control: over TCP the kernel's warning reaches the captured stderr, so the check above can fail
+    from traitlets.config import Config
+
+    import medslm.runner
+
+    monkeypatch.setattr(medslm.runner, "kernel_config", Config)
+    run_profile(profile, notebooks_dir=nbs, log=print, force=True)
+    assert "without encryption" in capfd.readouterr().err

@@ -2,8 +2,9 @@
 
 - :func:`build_messages` — the rubric prompt (German or English), the document truncated and fenced as data;
 - :func:`parse_reply` — reads only the model's reply, strictly, from its last ``Verdict:`` line;
-- :func:`lexicon_reply` / :func:`lexicon_backend` — the offline annotator: a weighted medical lexicon (German and
-  English) that writes a reply in the same format, so it goes through the same prompt → reply → parse path;
+- :func:`lexicon_reply` / :func:`lexicon_backend` — the offline annotator: the weighted medical lexicon of
+  :mod:`medslm.lexicon` (German and English, a data file) writes a reply in the same format, in the language of
+  the prompt (detected with lingua), so it goes through the same prompt → reply → parse path;
 - :func:`iter_corpus`, :func:`sample_documents` — read the corpus (errors name file and line, empty texts are
   skipped and counted) and draw a seeded sample, optionally stratified by language;
 - :func:`make_llm` — the backend of a profile (lexicon, transformers, openai) behind the reply cache;
@@ -13,8 +14,8 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
 import random
 import re
@@ -24,6 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medslm.choice_backend import ChoiceBackend
+from medslm.lexicon import Lexicon, default_lexicon
 from medslm.llm import LLM, FunctionBackend, Messages, OpenAIBackend, TransformersBackend
 from medslm.rundir import JsonlError, iter_jsonl_numbered
 
@@ -144,6 +147,7 @@ _DECOR = r"[\s*_`#>]*"
 _VERDICT_LINE = re.compile(rf"^{_DECOR}verdict{_DECOR}:(?P<value>.*)$", re.I | re.M)
 _QUALITY_LINE = re.compile(rf"^{_DECOR}(?:quality|qualität){_DECOR}:{_DECOR}(?P<value>[^\n]*?)[\s*_`.]*$", re.I | re.M)
 _JUSTIFICATION_LINE = re.compile(rf"^{_DECOR}(?:justification|begründung){_DECOR}:(?P<value>.*)$", re.I | re.M)
+_P_MEDICAL_LINE = re.compile(r"^P\(medical\):\s*(?P<value>[01](?:\.\d+)?)\s*$", re.M)  # the loglik backend's
 
 
 def parse_reply(reply: str | None) -> dict[str, Any]:
@@ -152,11 +156,12 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
     The label comes from the *last* line starting with ``Verdict:`` (markdown emphasis and a final period are
     tolerated); its value must be exactly ``medical`` or ``not_medical``. Anything else — no verdict line, another
     value — is ``status="unparseable"`` with ``label=None``. ``quality`` is the last ``Quality:``/``Qualität:``
-    integer in 0–5, else None. Only the reply is parsed: the document is never part of it.
+    integer in 0–5, else None; ``p_medical`` the ``P(medical):`` line of the loglik backend, else None. Only the
+    reply is parsed: the document is never part of it.
     """
     text = reply or ""
     out: dict[str, Any] = {"label": None, "quality": None, "justification": None, "status": "unparseable",
-                           "reason": None}
+                           "reason": None, "p_medical": None}
     verdicts = list(_VERDICT_LINE.finditer(text))
     if not verdicts:
         out["reason"] = "empty reply" if not text.strip() else "no verdict line"
@@ -171,6 +176,9 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
         q = qualities[-1].group("value").strip()
         m = re.fullmatch(r"([0-5])(?:\s*/\s*5)?", q)
         out["quality"] = int(m.group(1)) if m else None
+    probability = list(_P_MEDICAL_LINE.finditer(text))
+    if probability:
+        out["p_medical"] = float(probability[-1].group("value"))
     just = list(_JUSTIFICATION_LINE.finditer(text))
     if just:
         out["justification"] = just[-1].group("value").strip()[:500] or None
@@ -180,283 +188,34 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The offline annotator: a weighted medical lexicon (German + English) for real web text
+# The offline annotator: the weighted medical lexicon (medslm.lexicon) writing replies in the LLM's format
 # --------------------------------------------------------------------------------------------------------------
 
-# Notation: "stem*" matches words starting with stem, "*stem" words ending with it (German compounds:
-# "*entzündung" matches Blasenentzündung), "*stem*" anywhere inside a word, a plain entry a whole word or phrase.
-# Weights: 3 = unmistakably medical, 2 = mostly medical, 1 = often medical, < 0 = health-adjacent topics that the
-# rubric counts as not medical (fitness, nutrition, wellness, insurance business), which also stops a longer
-# non-medical compound (Krankenkasse) from matching a medical stem (krank*).
-MEDICAL_LEXICON: dict[str, dict[str, float]] = {
-    "en": {
-        # clinical practice
-        "diagnos*": 3, "therap*": 2.5, "treatment*": 2, "treat": 1.5, "treated": 1, "patient*": 3, "physician*": 3,
-        "doctor": 2, "doctors": 2, "clinic": 2, "clinics": 2, "clinical*": 3, "clinician*": 3, "hospital*": 2,
-        "nurse": 1.5, "nurses": 1.5, "nursing": 1, "medication*": 3, "medicine*": 2, "medical": 1, "medically": 1,
-        "drug": 1.5, "drugs": 1.5, "prescri*": 2.5, "dose": 2, "doses": 2, "dosage*": 3, "mg": 1.5,
-        "side effect*": 3, "adverse event*": 3, "contraindicat*": 3, "indication*": 2, "symptom*": 3,
-        "syndrome*": 3, "disease*": 3, "disorder*": 2, "illness*": 2.5, "condition": 0.5, "chronic": 2, "acute": 2,
-        "infection*": 3, "infectious": 3, "inflammat*": 3, "pathogen*": 3, "bacteri*": 2.5, "virus": 2,
-        "viruses": 2, "viral": 1.5, "fungal": 2, "parasit*": 1.5, "immun*": 2, "vaccin*": 3, "antibod*": 3,
-        "surgery": 3, "surgeon*": 3, "surgical*": 3, "operation": 1, "anesthe*": 3, "anaesthe*": 3, "emergency": 1,
-        "intensive care": 3, "specialist*": 1.5, "guideline*": 1, "package leaflet": 3, "leaflet": 1, "pharmac*": 3,
-        "laborator*": 2, "lab value*": 3, "lab test*": 3, "blood test*": 3, "blood sugar": 3, "blood pressure": 3,
-        "marker": 1.5, "biopsy": 3, "screening": 1.5, "prognosis": 3, "mortality": 2, "deficiency": 2,
-        "physiolog*": 3, "anatom*": 3, "patholog*": 3, "epidemiolog*": 3, "placebo*": 3, "randomi*": 1.5,
-        "clinical trial*": 3, "cohort": 1.5, "etiology": 3, "aetiology": 3,
-        # specialties
-        "cardiolog*": 3, "neurolog*": 3, "dermatolog*": 3, "gastroenterolog*": 3, "nephrolog*": 3,
-        "pulmonolog*": 3, "endocrinolog*": 3, "hematolog*": 3, "haematolog*": 3, "oncolog*": 3, "orthoped*": 3,
-        "orthopaed*": 3, "psychiatr*": 3, "gyn*colog*": 3, "obstetric*": 3, "urolog*": 3, "radiolog*": 3,
-        "pediatric*": 3, "paediatric*": 3, "ophthalmolog*": 3, "dentist*": 2.5, "dental": 2, "immunolog*": 3,
-        "androlog*": 3, "angiolog*": 3, "otolog*": 3, "rhinolog*": 3, "laryngolog*": 3, "rheumatolog*": 3,
-        "medical specialty": 3, "branch of medicine": 3,
-        # body and physiology
-        "heart": 1, "cardiac": 3, "lung": 2, "lungs": 2, "pulmonary": 3, "liver": 2, "hepatic": 3, "kidney*": 2.5,
-        "renal": 3, "pancrea*": 3, "stomach": 1.5, "gastric": 3, "intestin*": 3, "bowel*": 2.5, "colon": 2,
-        "spleen": 2.5, "thyroid": 3, "bladder": 2, "gallbladder": 3, "bile": 2, "urine": 2.5, "urinary": 3,
-        "bone marrow": 3, "retina*": 3, "cochlea*": 3, "trachea*": 3, "esophag*": 3, "oesophag*": 3,
-        "adrenal*": 3, "pituitary": 3, "thymus": 3, "ovar*": 2.5, "testis": 2.5, "testes": 2.5, "uterus": 3,
-        "cerebell*": 3, "larynx": 3, "brain": 1.5, "nervous system": 2.5, "immune system": 2.5, "blood": 1,
-        "blood cell*": 2.5, "hormone*": 2, "insulin": 3, "cortisol": 3, "glucose": 1.5, "cholesterol": 2,
-        "hemoglobin": 3, "haemoglobin": 3, "platelet*": 3, "leukocyt*": 3, "lymph*": 2.5, "tissue*": 1,
-        "organ": 0.5, "organs": 1, "skin": 0.5, "musculoskeletal": 3, "cardiovascular": 3,
-        "digestive tract": 3, "reproductive system": 3, "endocrine": 3, "vascular": 2.5,
-        # diseases and symptoms
-        "diabet*": 3, "asthma*": 3, "hypertension": 3, "hypothyroid*": 3, "hyperthyroid*": 3, "stroke": 1.5,
-        "infarct*": 3, "cancer*": 2.5, "tumor*": 3, "tumour*": 3, "leuk*emia": 3, "*carcinoma": 3, "*sarcoma": 3,
-        "melanoma": 3, "lymphoma": 3, "metasta*": 3, "tuberculosis": 3, "malaria": 3, "influenza": 3, "flu": 1,
-        "pneumonia": 3, "*itis": 2, "hiv": 3, "aids": 1.5, "covid*": 2.5, "allerg*": 2, "migraine*": 3,
-        "epilep*": 3, "seizure*": 3, "alzheimer*": 3, "parkinson*": 3, "dementia": 3, "depressi*": 1.5,
-        "schizophren*": 3, "bipolar": 2, "adhd": 2.5, "autism": 2, "osteoporosis": 3, "anemia": 3, "anaemia": 3,
-        "*emia": 2, "*aemia": 2, "sepsis": 3, "gout": 3, "herpes": 3, "acne": 1.5, "psoriasis": 3, "eczema": 3,
-        "glaucoma": 3, "cataract*": 2.5, "sclerosis": 3, "syphilis": 3, "gonorrh*": 3, "cholera": 3,
-        "typhoid": 3, "typhus": 3, "rabies": 3, "tetanus": 3, "measles": 3, "mumps": 3, "chickenpox": 3,
-        "smallpox": 3, "polio": 3, "plague": 1, "leprosy": 3, "anthrax": 3, "botulism": 3, "whooping cough": 3,
-        "scurvy": 3, "rickets": 3, "beriberi": 3, "pellagra": 3, "goiter": 3, "goitre": 3, "jaundice": 3,
-        "diarrh*": 3, "vomit*": 2.5, "nausea": 3, "cough*": 2, "fever": 2.5,
-        "vertigo": 2.5, "dizziness": 2, "fatigue": 1, "rash": 2, "tremor": 2.5, "paralysis": 3, "swelling": 1.5,
-        "itch*": 1.5, "heartburn": 2.5, "wheezing": 3, "chest pain": 3,
-        "pain": 1.5, "painful": 1.5, "hay fever": 3, "thrush": 2, "mononucleosis": 3,
-        "sleep apnea": 3,
-        "heart failure": 3, "heart attack": 3, "kidney function": 3, "inflammation": 3,
-        # drugs and drug classes (general pharmacology, suffixes of international non-proprietary names)
-        "antibiotic*": 3, "penicillin*": 3, "beta blocker*": 3, "ace inhibitor*": 3, "statin": 3, "statins": 3,
-        "opioid*": 3, "nsaid*": 3, "ssri*": 3, "antidepressant*": 3, "benzodiazepin*": 3, "diuretic*": 3,
-        "corticosteroid*": 3, "glucocorticoid*": 3, "antihistamin*": 3, "anticoagul*": 3, "chemotherap*": 3,
-        "receptor blocker*": 3, "proton pump*": 3, "antagonist*": 1, "inhibitor*": 1.5, "drug class*": 3,
-        "aspirin": 2, "ibuprofen": 3, "paracetamol": 3, "acetaminophen": 3, "morphine": 3, "vitamin*": 1,
-        "*olol": 3, "*pril": 3, "*sartan": 3, "*statin": 3, "*prazole": 3, "*cillin": 3, "*mycin": 3,
-        "*floxacin": 3, "*azepam": 3, "*triptan": 3, "*dipine": 3, "*tinib": 3, "*ximab": 3, "*zumab": 3,
-        "*umab": 3, "*ovir": 3, "*amivir": 3, "*formin": 3, "*oxetine": 3, "*aline": 1, "*idone": 2,
-        "*coccus": 3, "*cocci": 3, "mycobacter*": 3, "clostridi*": 3, "salmonell*": 3, "plasmodium": 3,
-        "candida": 3, "borreli*": 3, "streptococ*": 3, "staphylococ*": 3,
-        # health-adjacent, not medical by the rubric
-        "fitness": -2, "workout*": -2, "gym": -2, "yoga": -2, "wellness": -2, "meditation*": -1.5, "spa": -1,
-        "protein": -1, "smoothie*": -1.5, "recipe*": -1.5, "calorie*": -1, "diet": -0.5, "jogging": -1,
-        "morning run": -1.5, "stretching": -1.5, "strength training": -1.5, "health insurance": -2,
-        "health insurer*": -2, "insurer*": -1, "contribution rate": -1, "beauty": -1, "cosmetic*": -1,
-        "skincare": -1, "steps": -0.5, "sleep": -0.5, "mood": -0.5, "whole grain": -1, "vegetables": -1,
-        "weekly market": -1,
-        # blockers: ordinary words that end like a medical suffix (April/*pril, academia/*emia)
-        "april": 0, "academia": 0, "veterinar*": 0,
-    },
-    "de": {
-        # klinische Praxis
-        "diagnos*": 3, "therap*": 2.5, "*therapie": 2.5, "behandl*": 2, "*behandlung": 2, "patient*": 3,
-        "*arzt": 2.5, "*ärzt*": 2.5, "arzt*": 2.5, "klinik*": 2, "*klinik": 2, "klinisch*": 3, "krankenhaus*": 2.5,
-        "pflegepersonal": 2, "pflegekr*": 2, "medikament*": 3, "arznei*": 3, "*arznei*": 3, "medizin*": 1.5,
-        "wirkstoff*": 3, "verschrei*": 2.5, "verordn*": 1, "dosis": 3, "dosierung*": 3, "mg": 1.5,
-        "nebenwirkung*": 3, "kontraindikation*": 3, "indikation*": 2, "symptom*": 3, "*symptom": 3, "syndrom*": 3,
-        "*syndrom": 3, "krankheit*": 3, "*krankheit*": 3, "erkrank*": 3, "*erkrankung*": 3, "krank": 1.5,
-        "kranke*": 1.5, "chronisch*": 2, "akut*": 1.5, "infekt*": 3, "*infekt*": 3, "*infektion*": 3,
-        "entzündung*": 3, "*entzündung*": 3, "erreger*": 3, "bakteri*": 2.5, "virus": 2, "viren": 2,
-        "pilzinfekt*": 3, "parasit*": 1.5, "immun*": 2, "impf*": 3, "antikörper*": 3, "operation": 1,
-        "operativ*": 2, "chirurg*": 3, "narkose*": 3, "anästhes*": 3, "notaufnahme": 3, "notruf": 1,
-        "intensivstation*": 3, "facharzt*": 3, "fachärzt*": 3, "leitlinie*": 1.5, "packungsbeilage*": 3,
-        "pharma*": 3, "labor": 1.5, "laborwert*": 3, "laborparameter*": 3, "*laborwert*": 3, "blutwert*": 3,
-        "bluttest*": 3, "blutzucker*": 3, "*blutzucker*": 3, "blutdruck*": 3, "*blutdruck*": 3, "marker": 1.5,
-        "biopsie*": 3, "vorsorgeuntersuchung*": 2, "prognose": 1, "sterblichkeit": 2, "*mangel": 1,
-        "mangel an": 1.5, "physiolog*": 3, "anatom*": 3, "patholog*": 3, "epidemiolog*": 3, "placebo*": 3,
-        "randomisiert*": 2, "klinische studie*": 3, "kohorte*": 1.5, "organismus": 1.5, "im körper": 1.5,
-        "gesundheit*": 0.5, "heilkunde": 3, "*heilkunde": 3, "mediziner*": 3, "*mediziner*": 3,
-        # Fachgebiete
-        "kardiolog*": 3, "neurolog*": 3, "dermatolog*": 3, "gastroenterolog*": 3, "nephrolog*": 3,
-        "pneumolog*": 3, "endokrinolog*": 3, "hämatolog*": 3, "onkolog*": 3, "orthopäd*": 3, "psychiatr*": 3,
-        "gynäkolog*": 3, "geburtshilf*": 3, "urolog*": 3, "radiolog*": 3, "pädiatr*": 3, "kinderheilkunde": 3,
-        "augenheilkunde": 3, "zahnmedizin*": 3, "zahnarzt*": 2.5, "immunolog*": 3, "androlog*": 3, "angiolog*": 3,
-        "otolog*": 3, "rhinolog*": 3, "laryngolog*": 3, "rheumatolog*": 3, "fachgebiet": 1,
-        # Körper und Physiologie
-        "herz": 1, "herzens": 1, "herzmuskel*": 3, "herzinsuffizienz": 3, "herzinfarkt*": 3, "kardial*": 3,
-        "lunge": 2, "lungen*": 2, "leber": 2, "niere": 2.5, "nieren*": 2.5, "*niere": 2.5,
-        "bauchspeicheldrüse": 3, "pankreas*": 3, "magen": 1.5, "magensäure": 3, "*darm": 2, "darm*": 2,
-        "milz": 2.5, "schilddrüse*": 3, "*schilddrüse*": 3, "harnblase*": 3, "gallenblase*": 3, "galle": 2,
-        "harn*": 2.5, "*harn*": 2, "urin*": 2.5, "knochenmark*": 3, "netzhaut*": 3,
-        "luftröhre*": 3, "speiseröhre*": 3, "nebenniere*": 3, "hirnanhangsdrüse*": 3, "thymus": 3,
-        "eierstöck*": 3, "eierstock*": 3, "hoden": 2, "gebärmutter*": 3, "*gebärmutter*": 3, "kleinhirn*": 3,
-        "kehlkopf*": 3, "gehirn*": 1.5, "nervensystem*": 2.5, "immunsystem*": 2.5, "blut": 1, "blutzell*": 3,
-        "blutbildung": 3, "blutgerinnung": 3, "hormon*": 2, "*hormon*": 2, "insulin*": 3, "cortisol": 3,
-        "cholesterin*": 2, "*cholesterin": 2, "hämoglobin": 3, "thrombozyt*": 3, "leukozyt*": 3, "lymph*": 2.5,
-        "gewebe*": 1, "organ": 0.5, "organe": 1, "bewegungsapparat": 3, "verdauungstrakt": 3,
-        "fortpflanzungssystem": 3, "hormonsystem": 3, "gefäßsystem": 3, "gasaustausch": 2,
-        "spermien": 2, "eizellen": 2, "t-zellen": 3,
-        # Krankheiten und Symptome
-        "diabet*": 3, "*diabetes": 3, "asthma*": 3, "bluthochdruck": 3, "hypertonie": 3, "schlaganfall*": 3, "*infarkt*": 3,
-        "krebs": 2, "*krebs": 2, "krebserkrank*": 3, "tumor*": 3, "*tumor*": 3, "leukämie": 3, "*leukämie": 3,
-        "*karzinom*": 3, "*sarkom": 3, "melanom": 3, "lymphom": 3, "metasta*": 3, "tuberkulose": 3, "malaria": 3,
-        "grippe": 2.5, "influenza": 3, "lungenentzündung": 3, "pneumonie": 3, "*itis": 2, "hiv": 3, "aids": 2,
-        "covid*": 2.5, "allerg*": 2, "migräne*": 3, "epilep*": 3, "krampfanf*": 3, "alzheimer*": 3, "parkinson*": 3,
-        "demenz*": 3, "depression*": 2, "schizophren*": 3, "bipolar*": 2, "adhs": 2.5, "autismus": 2,
-        "osteoporose": 3, "arthrose": 3, "anämie": 3, "*anämie": 3, "*ämie": 2, "sepsis": 3, "gicht": 3,
-        "herpes": 3, "akne": 1.5, "schuppenflechte": 3, "ekzem*": 3, "glaukom": 3, "grauer star": 3,
-        "katarakt": 3, "sklerose": 3, "*sklerose": 3, "syphilis": 3, "gonorrhö": 3, "cholera": 3, "typhus": 3,
-        "fleckfieber": 3, "tollwut": 3, "tetanus": 3, "masern": 3, "mumps": 3, "windpocken": 3, "pocken": 3,
-        "kinderlähmung": 3, "lepra": 3, "milzbrand": 3, "botulismus": 3, "keuchhusten": 3, "skorbut": 3,
-        "rachitis": 3, "beriberi": 3, "pellagra": 3, "kropf": 2, "gelbsucht": 3,
-        "durchfall*": 3, "erbrechen": 3, "übelkeit": 3, "husten": 2, "*husten": 2, "fieber": 2.5, "*fieber": 2.5,
-        "drehschwindel": 3, "schwindel": 1, "müdigkeit": 1, "ausschlag": 2, "*ausschlag": 2, "zittern": 2,
-        "lähmung*": 3, "*lähmung": 3, "schwellung*": 1.5, "juckreiz": 2, "juckend*": 1.5,
-        "sodbrennen": 3, "atmung": 1.5, "brustschmerz*": 3, "schmerz*": 1.5,
-        "*schmerz*": 1.5, "heuschnupfen": 3, "soor": 3, "mononukleose": 3, "nackensteif*": 3,
-        "blässe": 2, "schlafapnoe": 3, "wasserlassen": 3,
-        "durst": 0.5, "nachtschweiß": 3, "*störung": 1,
-        # Arzneimittel und Wirkstoffklassen
-        "antibiotik*": 3, "penicillin*": 3, "betablocker*": 3, "ace-hemmer*": 3, "statine": 3, "opioid*": 3,
-        "nsar": 3, "ssri": 3, "antidepressiv*": 3, "benzodiazepin*": 3, "diuretik*": 3, "*diuretika": 3,
-        "kortison": 3, "glukokortikoid*": 3, "kortikosteroid*": 3, "antihistaminik*": 3, "antikoagul*": 3,
-        "gerinnungshemm*": 3, "chemotherap*": 3, "sartane": 3, "protonenpumpenhemm*": 3, "*hemmer": 2,
-        "*antagonist*": 1, "wirkstoffklasse*": 3, "medikamentengruppe*": 3, "arzneimittellehre": 3,
-        "aspirin": 2, "ibuprofen": 3, "paracetamol": 3, "morphin": 3, "vitamin*": 1,
-        "*olol": 3, "*pril": 3, "*sartan": 3, "*statin": 3, "*prazol": 3, "*cillin": 3, "*mycin": 3,
-        "*floxacin": 3, "*azepam": 3, "*triptan": 3, "*dipin": 3, "*tinib": 3, "*ximab": 3, "*zumab": 3,
-        "*umab": 3, "*ovir": 3, "*amivir": 3, "*formin": 3, "*oxetin": 3, "*alin": 1, "*idon": 2,
-        "*kokken": 3, "*coccus": 3, "mycobacter*": 3, "clostridi*": 3, "salmonell*": 3, "plasmodium": 3,
-        "candida": 3, "borreli*": 3, "streptokok*": 3, "staphylokok*": 3,
-        # gesundheitsnah, nach der Rubrik nicht medizinisch
-        "fitness*": -2, "*training": -1, "training": -1, "fitnessstudio*": -2, "yoga*": -2, "wellness*": -2,
-        "meditation*": -1.5, "protein*": -1, "smoothie*": -1.5, "rezept*": -1, "kalorien": -1, "diät*": -0.5,
-        "joggen": -1, "morgenlauf": -1.5, "dehnen": -1.5, "krafttraining": -1.5, "krankenkasse*": -2,
-        "krankenversicherung*": -2, "zusatzbeitrag*": -1.5, "beitragssatz": -1, "kosmetik*": -1, "schönheit*": -1,
-        "schritte": -0.5, "schlaf": -0.5, "stimmung": -0.5, "vollkorn*": -1, "gemüse": -1, "wochenmarkt": -1,
-        "rezeptpflicht*": 3,
-        # Sperrwörter: gewöhnliche Wörter mit medizinisch klingendem Anfang oder Ende
-        "april": 0, "stalin": 0, "darmstadt*": 0, "tierarzt*": 0, "tierärzt*": 0, "tiermedizin*": 0,
-    },
-}
 
-MEDICAL_MIN_SCORE = 4.0  # sum of weights of the matched terms
-MEDICAL_MIN_DENSITY = 3.0  # weight per 100 words: a passing mention in a long text is not enough
-_TOKEN = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+@functools.cache
+def _language_detector() -> Any:
+    """lingua's detector restricted to German and English (built once: it loads language models)."""
+    from lingua import Language, LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_languages(Language.GERMAN, Language.ENGLISH).build()
 
 
-class Lexicon:
-    """A compiled weighted lexicon.
+@functools.lru_cache(maxsize=64)
+def detect_language(text: str) -> str:
+    """``de`` or ``en``: the likelier of the two for ``text`` (lingua); English when lingua cannot tell."""
+    from lingua import Language
 
-    ``score(text)`` splits the lower-cased text into words (hyphenated compounds kept whole, their parts tried when
-    the whole word matches nothing), matches multi-word entries first, then each word against whole-word, prefix,
-    suffix and infix entries, the longest entry winning (so ``krankenkasse*`` beats ``kranke*``); each entry
-    counts up to 3 times. It returns the weight sum, the weight per 100 words (at least 50 words assumed) and the
-    matched entries; ``medical`` is both above their thresholds.
-    """
-
-    def __init__(self, lexicon: Mapping[str, Mapping[str, float]] = MEDICAL_LEXICON,
-                 min_score: float = MEDICAL_MIN_SCORE, min_density: float = MEDICAL_MIN_DENSITY):
-        self.min_score, self.min_density = min_score, min_density
-        self.weights: dict[str, float] = {}
-        for terms in lexicon.values():
-            for term, w in terms.items():
-                self.weights[term.lower()] = float(w)
-        self.exact: dict[str, str] = {}
-        self.prefix: dict[str, str] = {}
-        self.suffix: dict[str, str] = {}
-        self.infix: list[tuple[str, str]] = []
-        self.phrases: dict[str, list[tuple[tuple[str, ...], bool, str]]] = {}
-        for term in self.weights:
-            stem = term.strip("*")
-            head, tail = term.startswith("*"), term.endswith("*")
-            if " " in stem:
-                words = tuple(stem.split())
-                self.phrases.setdefault(words[0], []).append((words, tail, term))
-            elif head and tail:
-                self.infix.append((stem, term))
-            elif head:
-                self.suffix[stem] = term
-            elif tail:
-                self.prefix[stem] = term
-            else:
-                self.exact[stem] = term
-        for entries in self.phrases.values():
-            entries.sort(key=lambda e: -len(e[0]))
-        self.prefix_lengths = sorted({len(k) for k in self.prefix}, reverse=True)
-        self.suffix_lengths = sorted({len(k) for k in self.suffix}, reverse=True)
-        self._cache: dict[str, str | None] = {}
-
-    def match_word(self, word: str) -> str | None:
-        """The entry matching ``word`` (lower case), the one with the longest stem; None when none does."""
-        if word in self._cache:
-            return self._cache[word]
-        best = self._match(word)
-        if best is None and ("-" in word or "'" in word or "’" in word):
-            parts = [self._match(p) for p in re.split(r"[-'’]", word) if p]
-            found = [p for p in parts if p is not None]
-            best = max(found, key=lambda t: len(t.strip("*")), default=None)
-        if len(self._cache) < 200_000:
-            self._cache[word] = best
-        return best
-
-    def _match(self, word: str) -> str | None:
-        cands = []
-        if word in self.exact:
-            cands.append(self.exact[word])
-        n = len(word)
-        for k in self.prefix_lengths:
-            if k <= n and word[:k] in self.prefix:
-                cands.append(self.prefix[word[:k]])
-                break
-        for k in self.suffix_lengths:
-            if k <= n and word[n - k:] in self.suffix:
-                cands.append(self.suffix[word[n - k:]])
-                break
-        for stem, term in self.infix:
-            if stem in word:
-                cands.append(term)
-        return max(cands, key=lambda t: len(t.strip("*")), default=None)
-
-    def score(self, text: str) -> dict[str, Any]:
-        words = _TOKEN.findall(text.lower())
-        counts: Counter[str] = Counter()
-        i, n = 0, len(words)
-        while i < n:
-            w = words[i]
-            hit, width = None, 1
-            for phrase, tail, term in self.phrases.get(w, ()):
-                k = len(phrase)
-                if i + k <= n and all(words[i + j] == phrase[j] for j in range(1, k - 1)) and (
-                        words[i + k - 1].startswith(phrase[-1]) if tail else words[i + k - 1] == phrase[-1]):
-                    hit, width = term, k
-                    break
-            if hit is None:
-                hit = self.match_word(w)
-            if hit is not None:
-                counts[hit] += 1
-            i += width
-        total = sum(self.weights[t] * min(c, 3) for t, c in counts.items())
-        density = 100.0 * total / max(n, 50)
-        hits = sorted(((t.strip("*"), self.weights[t], c) for t, c in counts.items() if self.weights[t]),
-                      key=lambda h: (-h[1] * min(h[2], 3), h[0]))
-        return {"score": round(total, 3), "density": round(density, 3), "words": n, "hits": hits,
-                "medical": total >= self.min_score and density >= self.min_density}
+    return "de" if _language_detector().detect_language_of(text) == Language.GERMAN else "en"
 
 
-_LEXICON: Lexicon | None = None
-
-
-def default_lexicon() -> Lexicon:
-    global _LEXICON
-    if _LEXICON is None:
-        _LEXICON = Lexicon()
-    return _LEXICON
+def instruction_language(messages: Messages) -> str:
+    """The language (de/en) of a prompt's instructions — the last message without its fenced document, so an
+    English document in a German prompt does not switch the reply to English."""
+    content = messages[-1]["content"]
+    start, end = content.rfind(FENCE_OPEN + "\n"), content.rfind("\n" + FENCE_CLOSE)
+    if 0 <= start < end:
+        content = content[:start] + content[end + len(FENCE_CLOSE) + 1:]
+    return detect_language(content)
 
 
 def lexicon_reply(messages: Messages, lexicon: Lexicon | None = None, quality_score: bool = True) -> str:
@@ -464,7 +223,7 @@ def lexicon_reply(messages: Messages, lexicon: Lexicon | None = None, quality_sc
     It reads the fenced document only; the reply language follows the prompt."""
     lex = lexicon or default_lexicon()
     doc = document_of(messages)
-    german = messages[-1]["content"].lstrip().startswith("Unten steht")
+    german = instruction_language(messages) == "de"
     s = lex.score(doc)
     positive = [h for h in s["hits"] if h[1] > 0]
     terms = ", ".join(h[0] for h in positive[:6]) or ("keine" if german else "none")
@@ -487,9 +246,8 @@ def lexicon_reply(messages: Messages, lexicon: Lexicon | None = None, quality_sc
 def lexicon_backend(quality_score: bool = True, batch_size: int = 256) -> FunctionBackend:
     """The offline annotator as an LLM backend (the smoke default)."""
     lex = default_lexicon()
-    digest = hashlib.sha256(json.dumps(MEDICAL_LEXICON, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:8]
     return FunctionBackend(lambda m: lexicon_reply(m, lex, quality_score), name="lexicon",
-                           model=f"medical-lexicon-{digest}", batch_size=batch_size)
+                           model=f"medical-lexicon-{lex.digest}", batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -590,25 +348,30 @@ def make_llm(params: Any, cache_dir: str | Path | None, *, run_dir: str | Path |
              seed: int = 0) -> LLM:
     """The annotator of ``params`` (an :class:`~medslm.params.AnnotateParams`) behind the reply cache.
 
-    lexicon: offline; transformers: ``params.model`` or 00_prepare's model (``run_dir``) loaded locally;
-    openai: ``params.base_url`` + ``params.model`` with the key from the env var ``params.api_key_env``.
+    lexicon: offline; transformers (writes a reply) and loglik (the verdict as a choice scored by log-likelihood,
+    :class:`~medslm.choice_backend.ChoiceBackend`): ``params.model`` or 00_prepare's model (``run_dir``) loaded
+    locally; openai: ``params.base_url`` + ``params.model`` with the key from the env var ``params.api_key_env``.
     """
     if params.backend == "lexicon":
         backend: Any = lexicon_backend(params.quality_score)
-    elif params.backend == "transformers":
-        from medslm.models import resolve_model  # torch: only for this backend
+    elif params.backend in ("transformers", "loglik"):
+        from medslm.models import resolve_model  # torch: only for these backends
 
         ref = resolve_model(params.model, run_dir, trust_remote_code=params.trust_remote_code)
-        backend = TransformersBackend(ref.ref, device=device, batch_size=params.batch_size,
-                                      max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                                      revision=ref.revision, trust_remote_code=ref.trust_remote_code, seed=seed)
+        local = {"device": device, "batch_size": params.batch_size, "revision": ref.revision,
+                 "trust_remote_code": ref.trust_remote_code}
+        if params.backend == "loglik":
+            backend = ChoiceBackend(ref.ref, choices=LABELS, **local)
+        else:
+            backend = TransformersBackend(ref.ref, max_new_tokens=params.max_new_tokens,
+                                          temperature=params.temperature, seed=seed, **local)
     elif params.backend == "openai":
         backend = OpenAIBackend(params.base_url, params.model, api_key_env=params.api_key_env,
                                 concurrency=params.concurrency, timeout_s=params.timeout_s,
                                 max_retries=params.max_retries, max_new_tokens=params.max_new_tokens,
                                 temperature=params.temperature, seed=seed)
     else:
-        raise ValueError(f"unknown annotate backend {params.backend!r}; known: lexicon, transformers, openai")
+        raise ValueError(f"unknown annotate backend {params.backend!r}; known: lexicon, transformers, loglik, openai")
     return LLM(backend, cache_dir)
 
 
@@ -739,3 +502,32 @@ def annotation_report(labels: Sequence[Mapping[str, Any]], stats: Mapping[str, A
                 k: round(sum(r["label"] == "medical" for r, _ in pairs if r.get("kind") == k)
                          / max(1, sum(r.get("kind") == k for r, _ in pairs)), 4) for k in kinds}
     return report
+
+
+class UnparseableRepliesError(RuntimeError):
+    """Too many annotator replies have no valid verdict line: the labels would be too few or biased."""
+
+
+_ADVICE = {
+    "transformers": "backend: loglik (the same model scores the verdict as a choice by log-likelihood and cannot "
+                    "fail to parse); a larger instruct model; more max_new_tokens, so the reply reaches its verdict "
+                    "line; a tokenizer whose chat template fits the model",
+    "openai": "a model that follows the format (larger, or instruction-tuned); temperature 0; more max_new_tokens, "
+              "so the reply reaches its verdict line; for a local model, backend: loglik",
+}
+
+
+def check_unparseable(labels: Sequence[Mapping[str, Any]], max_rate: float, backend: str = "") -> None:
+    """Raise :class:`UnparseableRepliesError` when more than ``max_rate`` of ``labels`` are unparseable; the message
+    gives the rate, the reasons, three example replies and what to try for ``backend``."""
+    bad = [r for r in labels if r.get("label") is None]
+    rate = len(bad) / len(labels) if labels else 0.0
+    if rate <= max_rate:
+        return
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in Counter(r.get("reason") or "?" for r in bad).most_common(3))
+    examples = "\n".join(f"  - document {r.get('id')}: {(r.get('reply') or '')[:200]!r}" for r in bad[:3])
+    advice = _ADVICE.get(backend, "a model that follows the reply format, or backend: loglik for a local model")
+    raise UnparseableRepliesError(
+        f"{len(bad)} of {len(labels)} annotator replies ({rate:.0%}) have no valid 'Verdict: medical' or "
+        f"'Verdict: not_medical' line, more than max_unparseable_rate={max_rate} ({reasons}). Examples:\n{examples}\n"
+        f"What to try: {advice}. All replies are in labels.jsonl (field reply).")

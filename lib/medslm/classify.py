@@ -9,30 +9,27 @@
 - :func:`train_encoder` → :class:`EncoderClassifier` — fine-tune a sequence-classification encoder
   (e.g. xlm-roberta-base) with the transformers ``Trainer``;
 - :func:`choose_threshold` — the threshold reaching the target precision on validation, and the recall there;
-- :func:`score_corpus` — the whole corpus in batches: scores (Parquet), kept documents (JSONL), statistics;
-- :func:`datatrove_filter` — the same filter as a datatrove pipeline (local tasks, or Slurm for the real corpus).
+- :func:`gold_comparison` — the annotator and the filter against gold labels.
+
+Filtering the whole corpus with the classifier (locally or as a datatrove job) is :mod:`medslm.filtering`.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import re
 import shutil
-import sys
 import tempfile
 import time
 from array import array
-from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from medslm.annotate import LABELS, binary_metrics, iter_corpus
+from medslm.annotate import LABELS
 from medslm.rundir import atomic_path, read_json, read_jsonl, write_json
 
 CLASSIFIER_FILE = "medslm_classifier.json"
@@ -489,181 +486,8 @@ def confusion(y_true: Sequence[int], kept: Sequence[bool]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Apply to the corpus
+# Against gold labels (the filter itself lives in medslm.filtering)
 # --------------------------------------------------------------------------------------------------------------
-
-
-def word_counts(texts: Sequence[str]) -> list[int]:
-    return [len(t.split()) for t in texts]
-
-
-def score_corpus(classifier: Any, corpus: str | Path, *, threshold: float | None = None,
-                 scores_path: str | Path | None = None, filtered_path: str | Path | None = None,
-                 batch_size: int = 1024, progress: bool = False,
-                 token_counter: Callable[[Sequence[str]], Sequence[int]] | None = None,
-                 sample_ids: Collection[str] | None = None) -> dict[str, Any]:
-    """Score every document of ``corpus`` in batches; keep those with ``score >= threshold`` (default: the
-    classifier's). Writes per-document scores to ``scores_path`` (Parquet: id, lang, kind/gold where present,
-    score, keep, chars, tokens) and the kept documents to ``filtered_path`` (JSONL, the corpus records plus
-    ``medical_score``), both atomically. Empty texts are skipped and counted.
-
-    Returns statistics: documents, empty, kept, tokens (and kept), per language and per kind, docs_per_s, and
-    with gold labels in the corpus (toy world) the filter's precision/recall against them (``gold``).
-    ``token_counter`` maps texts to token counts (e.g. a tokenizer); default: whitespace words. With
-    ``sample_ids`` (the annotated sample) the gold metrics are also given for the documents outside it
-    (``gold_outside_sample``), which the classifier never trained or picked its threshold on.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    thr = classifier.threshold if threshold is None else threshold
-    if thr is None:
-        raise ValueError("no threshold: pass threshold= or set classifier.threshold (choose_threshold)")
-    count = token_counter or word_counts
-    counts: dict[str, int] = {}
-    per_lang: dict[str, Counter] = defaultdict(Counter)
-    per_kind: dict[str, Counter] = defaultdict(Counter)
-    gold_y: list[int] = []
-    gold_k: list[bool] = []
-    outside: list[bool] = []
-    sample = {str(i) for i in sample_ids} if sample_ids is not None else None
-    totals: Counter[str] = Counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc="score corpus", unit="doc")
-
-    with _optional_atomic(scores_path) as sp, _optional_atomic(filtered_path) as fp:
-        writer = None
-        out = fp.open("w", encoding="utf-8") if fp is not None else None
-        score_seconds = 0.0
-        t0 = time.perf_counter()
-        try:
-            docs = iter_corpus(corpus, counts)
-            while True:
-                batch = list(itertools.islice(docs, batch_size))
-                if not batch:
-                    break
-                texts = [r["text"] for r in batch]
-                ts = time.perf_counter()
-                scores = classifier.predict_proba(texts)
-                score_seconds += time.perf_counter() - ts
-                keep = scores >= thr
-                toks = list(count(texts))
-                for rec, s, k, nt in zip(batch, scores, keep, toks, strict=True):
-                    buckets = [per_lang[str(rec.get("lang") or "unknown")]]
-                    if rec.get("kind"):
-                        buckets.append(per_kind[str(rec["kind"])])
-                    for bucket in buckets:
-                        bucket["documents"] += 1
-                        bucket["kept"] += int(k)
-                        bucket["tokens"] += nt
-                        bucket["tokens_kept"] += nt * int(k)
-                    totals["documents"] += 1
-                    totals["kept"] += int(k)
-                    totals["tokens"] += nt
-                    totals["tokens_kept"] += nt * int(k)
-                    if rec.get("label") in LABELS:
-                        gold_y.append(int(rec["label"] == "medical"))
-                        gold_k.append(bool(k))
-                        outside.append(sample is not None and str(rec.get("id")) not in sample)
-                    if k and out is not None:
-                        out.write(json.dumps({**rec, "medical_score": round(float(s), 6)}, ensure_ascii=False) + "\n")
-                if sp is not None:
-                    cols: dict[str, Any] = {"id": [str(r.get("id")) for r in batch],
-                                            "lang": [r.get("lang") for r in batch]}
-                    if any("kind" in r for r in batch):
-                        cols["kind"] = [r.get("kind") for r in batch]
-                    if any("label" in r for r in batch):
-                        cols["gold"] = [r.get("label") for r in batch]
-                    cols.update(score=pa.array(scores, type=pa.float32()), keep=pa.array(keep, type=pa.bool_()),
-                                chars=[len(t) for t in texts], tokens=toks)
-                    table = pa.table(cols)
-                    if writer is None:
-                        writer = pq.ParquetWriter(sp, table.schema)
-                    writer.write_table(table.cast(writer.schema))
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if writer is not None:
-                writer.close()
-            if out is not None:
-                out.close()
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - t0
-        if sp is not None and writer is None:  # empty corpus: still write a valid (empty) file
-            pq.write_table(pa.table({"id": pa.array([], pa.string()), "score": pa.array([], pa.float32()),
-                                     "keep": pa.array([], pa.bool_())}), sp)
-
-    n = totals["documents"]
-    stats: dict[str, Any] = {
-        "threshold": thr, "documents": n, "empty_skipped": counts.get("empty", 0), "kept": totals["kept"],
-        "kept_fraction": round(totals["kept"] / n, 4) if n else 0.0,
-        "tokens": totals["tokens"], "tokens_kept": totals["tokens_kept"],
-        "token_unit": "tokenizer" if token_counter else "words",
-        "per_language": {k: dict(v) for k, v in sorted(per_lang.items())},
-        "seconds": round(seconds, 3), "docs_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        "scoring_docs_per_s": round(n / score_seconds, 1) if score_seconds > 0 else None,
-    }
-    if per_kind:
-        stats["per_kind"] = {k: dict(v) for k, v in sorted(per_kind.items())}
-    if gold_y:
-        stats["gold"] = kept_vs_gold(gold_y, gold_k)
-        if sample is not None and any(outside):
-            stats["gold_outside_sample"] = kept_vs_gold([g for g, o in zip(gold_y, outside, strict=True) if o],
-                                                        [k for k, o in zip(gold_k, outside, strict=True) if o])
-    return stats
-
-
-def kept_vs_gold(gold_medical: Sequence[int], kept: Sequence[bool]) -> dict[str, Any]:
-    """Precision, recall and F1 of the kept set against gold labels, with the confusion matrix."""
-    pred = ["medical" if k else "not_medical" for k in kept]
-    gold = ["medical" if g else "not_medical" for g in gold_medical]
-    m = binary_metrics(gold, pred)
-    m["confusion"] = confusion(gold_medical, kept)
-    return m
-
-
-class _optional_atomic:
-    """``atomic_path(path)`` when a path is given, else a context yielding None."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = path
-        self._cm: Any = None
-
-    def __enter__(self) -> Path | None:
-        if self.path is None:
-            return None
-        self._cm = atomic_path(self.path)
-        return self._cm.__enter__()
-
-    def __exit__(self, *exc: Any) -> Any:
-        if self._cm is not None:
-            return self._cm.__exit__(*exc)
-        return False
-
-
-def read_scores(path: str | Path) -> Any:
-    """The scores Parquet as a pandas DataFrame."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pandas()
-
-
-def collect_kept(folder: str | Path, out_path: str | Path) -> int:
-    """Concatenate datatrove's kept files (``<rank>.jsonl``, in rank order = corpus order for contiguous shards)
-    into one JSONL file, atomically; returns the number of documents."""
-    n = 0
-    with atomic_path(out_path) as tmp, tmp.open("w", encoding="utf-8") as out:
-        for f in sorted(Path(folder).glob("*.jsonl")):
-            with f.open(encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        out.write(line if line.endswith("\n") else line + "\n")
-                        n += 1
-    return n
 
 
 def gold_comparison(annotator: Mapping[str, Any] | None, filter_stats: Mapping[str, Any] | None) -> list[dict]:
@@ -676,157 +500,3 @@ def gold_comparison(annotator: Mapping[str, Any] | None, filter_stats: Mapping[s
             rows.append({"who": who, "documents": g["n"], "precision": g["precision"], "recall": g["recall"],
                          "f1": g["f1"]})
     return rows
-
-
-def kept_ids(path: str | Path) -> set[str]:
-    """Ids of the documents in a kept JSONL file, or in every ``*.jsonl`` of a folder (datatrove output)."""
-    path = Path(path)
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    ids: set[str] = set()
-    for f in files:
-        with f.open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    ids.add(str(json.loads(line)["id"]))
-    return ids
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The same filter as a datatrove pipeline (scale-out)
-# --------------------------------------------------------------------------------------------------------------
-
-
-class MedicalClassifierFilter(BaseFilter):
-    """datatrove filter: keep documents whose classifier score reaches the threshold; the score goes into
-    ``metadata["medical_score"]``. The classifier is loaded lazily in each task from ``classifier_dir``."""
-
-    name = "🩺 medical classifier"
-
-    def __init__(self, classifier_dir: str | Path, threshold: float | None = None, batch_size: int = 1024,
-                 device: str = "cpu", exclusion_writer: Any = None):
-        super().__init__(exclusion_writer, batch_size=batch_size)
-        self.classifier_dir, self.threshold, self.device = str(classifier_dir), threshold, device
-        self._classifier: Any = None
-
-    def _load(self) -> Any:
-        if self._classifier is None:
-            self._classifier = load_classifier(self.classifier_dir, device=self.device)
-            if self.threshold is None:
-                self.threshold = self._classifier.threshold
-            if self.threshold is None:
-                raise ValueError(f"{self.classifier_dir}: the classifier has no threshold; pass threshold=")
-        return self._classifier
-
-    def filter(self, doc: Any) -> bool:
-        return self.filter_batch([doc])[0]
-
-    def filter_batch(self, batch: list[Any]) -> list[bool]:
-        clf = self._load()
-        scores = clf.predict_proba([d.text for d in batch])
-        out = []
-        for d, s in zip(batch, scores, strict=True):
-            d.metadata["medical_score"] = round(float(s), 6)
-            out.append(bool(s >= self.threshold))
-        return out
-
-
-def _corpus_record(self: Any, document: Any) -> dict:
-    """datatrove writer adapter: back to the corpus format (id, text, the other fields flat)."""
-    meta = {k: v for k, v in (document.metadata or {}).items() if k != "file_path"}
-    return {"id": document.id, "text": document.text, **meta}
-
-
-def shard_jsonl(path: str | Path, folder: str | Path, n_shards: int) -> list[Path]:
-    """Split a JSONL file into ``n_shards`` contiguous files ``shard-00000.jsonl`` … (datatrove splits work by
-    file, so a single file would give one task all the work)."""
-    path, folder = Path(path), Path(folder)
-    for _ in iter_corpus(path):  # datatrove's reader skips malformed lines; fail here instead, naming file:line
-        pass
-    folder.mkdir(parents=True, exist_ok=True)
-    with path.open(encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    per = math.ceil(len(lines) / n_shards) if lines else 0
-    files = []
-    for i in range(n_shards):
-        out = folder / f"shard-{i:05d}.jsonl"
-        with atomic_path(out) as tmp:
-            tmp.write_text("".join(lines[i * per:(i + 1) * per]), encoding="utf-8")
-        files.append(out)
-    return files
-
-
-def datatrove_pipeline(input_folder: str | Path, output_folder: str | Path, classifier_dir: str | Path, *,
-                       threshold: float | None = None, batch_size: int = 1024, glob_pattern: str = "*.jsonl",
-                       device: str = "cpu") -> list:
-    """Reader (JSONL) → :class:`MedicalClassifierFilter` → writer (``${rank}.jsonl``, corpus format)."""
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
-
-    return [
-        JsonlReader(str(input_folder), glob_pattern=glob_pattern, text_key="text", id_key="id", compression=None,
-                    add_file_path=False),
-        MedicalClassifierFilter(classifier_dir, threshold=threshold, batch_size=batch_size, device=device),
-        JsonlWriter(str(output_folder), output_filename="${rank}.jsonl", compression=None, adapter=_corpus_record),
-    ]
-
-
-def datatrove_executor(pipeline: list, *, executor: str = "datatrove", tasks: int = 2, workers: int = -1,
-                       logging_dir: str | Path, slurm: Mapping[str, Any] | None = None) -> Any:
-    """A datatrove executor for ``pipeline``: ``LocalPipelineExecutor`` (``executor="datatrove"``: ``tasks``
-    tasks on ``workers`` local processes) or ``SlurmPipelineExecutor`` (``executor="slurm"``: one array job of
-    ``tasks`` tasks; ``slurm`` gives partition, time, cpus_per_task, mem_per_cpu_gb and optionally job_name, qos,
-    venv_path, sbatch_args). Nothing runs until ``.run()``; a re-run skips tasks already completed."""
-    if executor == "datatrove":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
-    if executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
-        s = dict(slurm or {})
-        if not s.get("partition"):
-            raise ValueError("the slurm executor needs a partition (classify.slurm_partition)")
-        return SlurmPipelineExecutor(
-            pipeline, tasks=tasks, time=s.get("time", "04:00:00"), partition=s["partition"],
-            cpus_per_task=int(s.get("cpus_per_task", 4)), mem_per_cpu_gb=int(s.get("mem_per_cpu_gb", 2)),
-            workers=workers, job_name=s.get("job_name", "medslm-classify"), qos=s.get("qos", "normal"),
-            venv_path=s.get("venv_path") or (str(Path(sys.prefix) / "bin" / "activate")
-                                             if (Path(sys.prefix) / "bin" / "activate").is_file() else None),
-            sbatch_args=s.get("sbatch_args"), logging_dir=str(logging_dir))
-    raise ValueError(f"executor {executor!r} is not datatrove or slurm")
-
-
-def slurm_settings(params: Any) -> dict[str, Any]:
-    """The Slurm settings of a :class:`~medslm.params.ClassifyParams` as :func:`datatrove_executor` takes them."""
-    return {"partition": params.slurm_partition, "time": params.slurm_time, "cpus_per_task": params.slurm_cpus_per_task,
-            "mem_per_cpu_gb": params.slurm_mem_per_cpu_gb}
-
-
-def datatrove_filter(corpus: str | Path, output_folder: str | Path, classifier_dir: str | Path, *,
-                     threshold: float | None = None, tasks: int = 2, workers: int = -1, executor: str = "datatrove",
-                     slurm: Mapping[str, Any] | None = None, batch_size: int = 1024, run: bool = True,
-                     ) -> dict[str, Any]:
-    """Filter ``corpus`` (a JSONL file — split into ``tasks`` shards under ``output_folder/input`` — or a folder of
-    ``*.jsonl`` files) with the saved classifier, as a datatrove pipeline. Kept documents land in
-    ``output_folder/kept/<rank>.jsonl``, logs in ``output_folder/logs``. Returns ``{"executor", "kept_folder",
-    "logging_dir", "kept"}`` (``kept`` only when it ran locally)."""
-    out = Path(output_folder)
-    corpus = Path(corpus)
-    if corpus.is_file():
-        input_folder = out / "input"
-        shard_jsonl(corpus, input_folder, max(1, tasks))
-    else:
-        input_folder = corpus
-    kept_folder, logging_dir = out / "kept", out / "logs"
-    pipeline = datatrove_pipeline(input_folder, kept_folder, classifier_dir, threshold=threshold,
-                                  batch_size=batch_size)
-    ex = datatrove_executor(pipeline, executor=executor, tasks=tasks, workers=workers, logging_dir=logging_dir,
-                            slurm=slurm)
-    result: dict[str, Any] = {"executor": ex, "kept_folder": kept_folder, "logging_dir": logging_dir}
-    if run:
-        t0 = time.perf_counter()
-        ex.run()
-        result["seconds"] = round(time.perf_counter() - t0, 2)
-        if executor == "datatrove":
-            result["kept"] = len(kept_ids(kept_folder)) if kept_folder.exists() else 0
-    return result

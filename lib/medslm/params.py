@@ -479,11 +479,11 @@ class AlignParams(StrictModel):
 class AnnotateParams(StrictModel):
     """01_annotate: an LLM (or the offline lexicon) labels a sample of the corpus as medical or not."""
 
-    backend: Literal["lexicon", "transformers", "openai"] = Field(
-        "lexicon", description="lexicon (offline weighted medical lexicon), transformers (local model) or openai (OpenAI-compatible server)."
+    backend: Literal["lexicon", "transformers", "loglik", "openai"] = Field(
+        "lexicon", description="lexicon (offline weighted medical lexicon), transformers (local model writes a reply), loglik (local model: the verdict as a choice scored by log-likelihood, never unparseable) or openai (OpenAI-compatible server)."
     )
     model: str | None = Field(
-        None, description="transformers: hub id or folder (None = the model of 00_prepare); openai: the model name the server serves."
+        None, description="transformers/loglik: hub id or folder (None = the model of 00_prepare); openai: the model name the server serves."
     )
     base_url: str | None = Field(None, description="openai: server URL up to /v1, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(
@@ -494,7 +494,7 @@ class AnnotateParams(StrictModel):
     stratify_by_language: bool = Field(True, description="Give each language its corpus share of the sample.")
     max_chars: int = Field(2000, ge=100, le=200_000, description="Characters of a document shown to the annotator (truncated at a word boundary).")
     quality_score: bool = Field(True, description="Also ask for a 0-5 quality score of the document as medical training text.")
-    batch_size: int = Field(8, ge=1, le=4096, description="transformers: prompts per generate() batch.")
+    batch_size: int = Field(8, ge=1, le=4096, description="transformers/loglik: prompts per batch.")
     concurrency: int = Field(4, ge=1, le=1024, description="openai: requests in flight at once.")
     timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds to wait for one reply before retrying.")
     max_retries: int = Field(3, ge=0, le=20, description="openai: retries (exponential backoff) after a timeout, connection error, 429 or 5xx.")
@@ -502,6 +502,9 @@ class AnnotateParams(StrictModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     gold_file: str | None = Field(None, description="Optional human labels: JSONL with id and label (medical | not_medical).")
     trust_remote_code: bool = Field(False, description="transformers: allow model code from the hub. Off unless you trust it.")
+    max_unparseable_rate: float = Field(
+        0.2, ge=0.0, le=1.0, description="Fail the step when a larger share of the replies has no valid verdict line."
+    )
 
     @field_validator("model")
     @classmethod
@@ -730,7 +733,7 @@ def resolve_profile_paths(section: str, params: StrictModel, root: Path) -> list
             missing = [v for v in (resolved if isinstance(resolved, list) else [resolved]) if not Path(v).exists()]
             problems += [f"field {name!r}: no such file {m} (relative paths start at {root})" for m in missing]
         object.__setattr__(params, name, resolved)  # keep model_fields_set: `show` marks what the profile set
-    if section == "annotate" and getattr(params, "backend", None) != "transformers":
+    if section == "annotate" and getattr(params, "backend", None) not in ("transformers", "loglik"):
         return problems  # the openai backend names a served model, not a file or hub id
     for name in MODEL_FIELDS.get(section, ()) + (("model",) if section == "annotate" else ()):
         value = getattr(params, name)

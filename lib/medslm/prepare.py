@@ -73,22 +73,55 @@ def normalise(records: Iterator[dict[str, Any]], text_field: str, limit: int, la
             return
 
 
-def write_real_corpus(p: Any, d: PrepareDir, language: str) -> int:
-    """Write ``corpus.jsonl`` from a hub or local source; return the document count."""
-    if p.source == "hub":
-        if not p.hub_dataset:
+def count_local_records(files: list[str]) -> int:
+    """Records in local corpus files without parsing them: Parquet row counts from the file metadata, JSONL
+    non-blank lines (a progress bar's total; documents with empty text are among them)."""
+    import gzip
+
+    total = 0
+    for name in files:
+        path = Path(name)
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(path).metadata.num_rows
+        else:
+            with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+                total += sum(1 for line in f if line.strip())
+    return total
+
+
+def write_real_corpus(params: Any, out: PrepareDir, language: str) -> int:
+    """Write ``corpus.jsonl`` from a hub or local source; return the document count.
+
+    The progress bar's total is ``max_documents`` capped by the records of local files, and is set to the
+    documents written at the end (a corpus smaller than ``max_documents`` does not end at ``3991/10000``)."""
+    total: int | None = params.max_documents
+    if params.source == "hub":
+        if not params.hub_dataset:
             raise CorpusSourceError("source: hub needs hub_dataset (e.g. HuggingFaceFW/fineweb-2)")
-        records = iter_hub_documents(p.hub_dataset, p.hub_config, p.hub_split)
-        prefix = p.hub_dataset.split("/")[-1]
-    elif p.source == "local":
-        if not p.local_files:
+        records = iter_hub_documents(params.hub_dataset, params.hub_config, params.hub_split)
+        prefix = params.hub_dataset.split("/")[-1]
+    elif params.source == "local":
+        if not params.local_files:
             raise CorpusSourceError("source: local needs local_files (JSONL or Parquet paths)")
-        records = iter_local_documents(p.local_files, p.text_field)
+        records = iter_local_documents(params.local_files, params.text_field)
         prefix = "local"
+        if all(Path(f).is_file() for f in params.local_files):  # a missing file fails below, naming it
+            total = min(params.max_documents, count_local_records(params.local_files))
     else:
-        raise CorpusSourceError(f"write_real_corpus handles source hub/local, not {p.source!r}")
-    docs = normalise(records, p.text_field, p.max_documents, language, prefix)
-    return write_jsonl(d.corpus, tqdm(docs, total=p.max_documents, desc="corpus", mininterval=2))
+        raise CorpusSourceError(f"write_real_corpus handles source hub/local, not {params.source!r}")
+    docs = normalise(records, params.text_field, params.max_documents, language, prefix)
+    with tqdm(total=total, desc="corpus", unit="doc", mininterval=2) as bar:
+        n = write_jsonl(out.corpus, _counted(docs, bar))
+        bar.total = n  # the real count: the closing render shows n/n
+    return n
+
+
+def _counted(records: Iterator[dict], bar: Any) -> Iterator[dict]:
+    for rec in records:
+        yield rec
+        bar.update()
 
 
 def record_base_model(d: PrepareDir, ref: str | Path, revision: str | None = None,

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medslm.params import STEP_DIRS, Profile, ProfileError, load_profile
 from medslm.rundir import RunDir, now_iso, package_versions, sha256_file
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour and cursor codes of IPython tracebacks
 
 
 class StepFailed(RuntimeError):
@@ -69,19 +73,37 @@ def _artifact_digest(entry: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape codes (IPython colours its tracebacks; a terminal log should not show them)."""
+    return ANSI_ESCAPE.sub("", text)
+
+
+def kernel_config() -> Any:
+    """traitlets config for the kernel papermill starts: IPC (Unix-socket) transport on POSIX.
+
+    ipykernel warns "Kernel is running over TCP without encryption" on its stderr — which is the terminal's — for
+    every kernel started over TCP (the default), so ``medslm run`` printed it once per step. The kernel always runs
+    on this machine, so Unix sockets (file permissions instead of open ports) are the better transport and the
+    warning's own advice. Windows keeps TCP.
+    """
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}}) if os.name == "posix" else Config()
+
+
 def _failure_message(step: str, notebook: Path, output: Path, err: Exception) -> str:
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(err, PapermillExecutionError):
         tb = "\n".join(err.traceback[-12:]) if err.traceback else ""
-        return (
+        return strip_ansi(
             f"step {step!r} failed in {notebook.name}, cell {err.cell_index} (execution count {err.exec_count}):\n"
             f"{err.ename}: {err.evalue}\n{tb}\nexecuted notebook: {output}"
         )
     if isinstance(err, CellTimeoutError):
         return f"step {step!r} timed out in {notebook.name}: {err}\nexecuted notebook: {output}"
-    return f"step {step!r} failed in {notebook.name}: {type(err).__name__}: {err}\nexecuted notebook: {output}"
+    return strip_ansi(f"step {step!r} failed in {notebook.name}: {type(err).__name__}: {err}\nexecuted notebook: {output}")
 
 
 def run_profile(
@@ -130,6 +152,7 @@ def run_profile(
             pm.execute_notebook(
                 str(nb), str(output), parameters=parameters, kernel_name="python3", language="python",
                 cwd=str(notebooks_dir), progress_bar=False, log_output=False, execution_timeout=execution_timeout,
+                config=kernel_config(),
             )
         except Exception as err:  # papermill/nbclient errors and anything else the kernel raised
             message = _failure_message(name, nb, output, err)
