@@ -119,8 +119,8 @@ def _crc32(data: bytes) -> int:
 
 
 def _shingles(text: str, k: int = 5) -> set[bytes]:
-    text = re.sub(r"\s+", " ", text.lower()).strip()
-    return {text[i:i + k].encode() for i in range(max(1, len(text) - k + 1))}
+    data = re.sub(r"\s+", " ", text.lower()).strip().encode()
+    return {data[i:i + k] for i in range(max(1, len(data) - k + 1))}
 
 
 def dedup_verdicts(examples: list[Example], threshold: float = 0.9, num_perm: int = 128) -> dict[str, str]:
@@ -132,11 +132,12 @@ def dedup_verdicts(examples: list[Example], threshold: float = 0.9, num_perm: in
     for e in examples:
         buckets[(e.task, e.format, e.prompt_lang)].append(e)
     out = {}
+    bands = MinHashLSH(threshold=threshold, num_perm=num_perm)  # solve for (bands, rows) once, not per bucket
     for bucket in buckets.values():
         texts = [e.messages[-1]["content"] + "\n" + (e.answer or "") for e in bucket]
         hashes = MinHash.bulk([list(_shingles(t)) for t in texts], num_perm=num_perm, hashfunc=_crc32)
         by_id = {e.id: h for e, h in zip(bucket, hashes, strict=True)}
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(bands.b, bands.r))
         seen: set[str] = set()
         for e, text, mh in zip(bucket, texts, hashes, strict=True):
             digest = hashlib.sha256(re.sub(r"\s+", " ", text.strip()).encode()).hexdigest()

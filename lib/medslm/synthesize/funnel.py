@@ -69,7 +69,7 @@ def funnel_counts(examples: list[Example]) -> dict[str, Any]:
         row["generated"] += 1
         removed = first_removal(e)
         row[removed or "kept"] += 1
-    table = [{"task": t, "language": lang, "generated": c["generated"], **{s: c[s] for s in stages}, "kept": c["kept"]}
+    table = [{"task": t, "lang": lang, "generated": c["generated"], **{s: c[s] for s in stages}, "kept": c["kept"]}
              for (t, lang), c in sorted(rows.items())]
     total = {k: sum(r[k] for r in table) for k in ("generated", *stages, "kept")}
     return {"stages": list(stages), "rows": table, "total": total}

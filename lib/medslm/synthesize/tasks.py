@@ -260,7 +260,7 @@ class Translation(Task):
 
 class PlainLanguage(Task):
     name, description = "simplify", "explain the document to a patient in plain words"
-    min_words, max_words = 5, 70
+    min_words, max_words = 5, 50
 
     def schema(self):
         return _object({"explanation": {"type": "string", "minLength": 10}})
