@@ -357,3 +357,53 @@ def test_fault_injection_is_recorded_and_rates_are_respected():
     assert 0.35 <= len(verbose) / len(text) <= 0.65
     assert all(e.format == "text" and e.answer != e.reference for e in verbose)
     assert all(e.answer == e.reference for e in out if not e.faults)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Judge and the model's own answers as rejected
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_llm_judge_scores_are_parsed_and_unparseable_ones_counted(tmp_path):
+    from medslm.synthesize.funnel import apply_filters
+
+    params = SynthesizeParams(**SMALL)
+    synth = recipe.setup(params, seed=0)
+    recipe.teach(synth, params)
+    seen = []
+
+    def judge(messages):  # a judge that fails qa answers, cannot be parsed on summaries, passes the rest
+        content = messages[-1]["content"]
+        seen.append(content)
+        if "Frage:" in content or "Question:" in content:
+            return "The facts differ.\nScore: 2"
+        return "no idea" if "one sentence" in content or "einem Satz" in content else "Score: **5**"
+
+    funnel = apply_filters(synth.examples, params, synth.tasks, synth.schemas, None,
+                           LLM(FunctionBackend(judge, name="judge", model="fake"), tmp_path / "judge"))
+    survivors = [e for e in synth.examples if e.verdicts["dedup"] == "pass"]
+    assert len(seen) == len(survivors)
+    assert all(e.verdicts["judge"] == "removed" for e in survivors if e.task == "qa")
+    assert all(e.verdicts["judge"] == "n/a" for e in survivors if e.task == "summary")
+    assert funnel["judge_unparseable"] == sum(e.task == "summary" for e in survivors) > 0
+
+
+def test_model_answers_as_rejected(tiny_model_dir, tmp_path):
+    from medslm.synthesize.pairs import model_pairs
+
+    params = SynthesizeParams(**SMALL, model_rejections=4)
+    synth = recipe.setup(params, seed=0)
+    recipe.teach(synth, params)
+    recipe.filter_examples(synth, params)
+    kept = [e for e in synth.kept() if e.duplicate_of is None]
+    fake = LLM(FunctionBackend(lambda m: "Keine Ahnung.", name="fake", model="m"))
+    pairs = model_pairs(kept, fake, limit=5)
+    assert len(pairs) == 5 and {p.kind for p in pairs} == {"model_answer"}
+    assert all(p.rejected == "Keine Ahnung." and p.example.answer != p.rejected for p in pairs)
+    # the real path: the tiny model through llm.py transformers (its answers are whatever it writes)
+    pairs = recipe.make_pairs(synth, params, model=tiny_model_dir, cache_dir=tmp_path / "cache", device="cpu")
+    model_made = [p for p in pairs if p.kind == "model_answer"]
+    assert len(model_made) <= 4 and all(p.rejected and p.rejected != p.example.answer for p in model_made)
+    assert (tmp_path / "cache" / "model" / "replies.jsonl").exists()
+    with pytest.raises(ValueError, match="needs a model"):
+        recipe.make_pairs(synth, params, model=None)

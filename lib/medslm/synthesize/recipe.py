@@ -161,3 +161,29 @@ def run_step(params: Any, out: SynthesizeDir, *, seed: int = 0, model: str | Pat
     filter_examples(synth, params, out.cache, device=device, progress=progress)
     make_pairs(synth, params, model, out.cache, device=device, progress=progress)
     return synth, metrics(synth, save(synth, out))
+
+
+def example_rows(examples: list[Example], tasks: list[str] | None = None, max_chars: int = 220) -> list[dict[str, str]]:
+    """One kept example per (task, language, format) for display: the end of the prompt and the answer."""
+    seen, rows = set(), []
+    for e in examples:
+        key = (e.task, e.prompt_lang, e.format)
+        if e.kept and e.duplicate_of is None and key not in seen and (tasks is None or e.task in tasks):
+            seen.add(key)
+            prompt = e.messages[-1]["content"].split("\n\n")[1][:max_chars]  # the document or sentence
+            rows.append({"task": e.task, "language": e.prompt_lang, "format": e.format, "doc_type": e.doc_type,
+                         "prompt (excerpt)": prompt, "answer": (e.answer or "")[:max_chars]})
+    return sorted(rows, key=lambda r: (r["task"], r["language"], r["format"]))
+
+
+def pair_rows(pairs: list[PreferencePair], per_kind: int = 2, max_chars: int = 160) -> list[dict[str, str]]:
+    """A few preference pairs of each rejection kind, for display."""
+    shown: dict[str, int] = {}
+    rows = []
+    for pair in pairs:
+        if shown.get(pair.kind, 0) < per_kind:
+            shown[pair.kind] = shown.get(pair.kind, 0) + 1
+            rows.append({"rejection": pair.kind, "task": pair.example.task, "language": pair.example.prompt_lang,
+                         "format": pair.example.format, "chosen": (pair.example.answer or "")[:max_chars],
+                         "rejected": pair.rejected[:max_chars]})
+    return sorted(rows, key=lambda r: r["rejection"])
