@@ -391,7 +391,7 @@ def test_llm_judge_scores_are_parsed_and_unparseable_ones_counted(tmp_path):
 def test_model_answers_as_rejected(tiny_model_dir, tmp_path):
     from medslm.synthesize.pairs import model_pairs
 
-    params = SynthesizeParams(**SMALL, model_rejections=4)
+    params = SynthesizeParams(**SMALL, model_rejections=4, max_new_tokens=16)
     synth = recipe.setup(params, seed=0)
     recipe.teach(synth, params)
     recipe.filter_examples(synth, params)
@@ -407,3 +407,14 @@ def test_model_answers_as_rejected(tiny_model_dir, tmp_path):
     assert (tmp_path / "cache" / "model" / "replies.jsonl").exists()
     with pytest.raises(ValueError, match="needs a model"):
         recipe.make_pairs(synth, params, model=None)
+
+
+def test_a_german_only_run_still_catches_english(tmp_path):
+    params = SynthesizeParams(languages=["de"], tasks=["summary", "simplify"], examples_per_cell=3,
+                              wrong_language_rate=0.3, mixed_language_rate=0.3)
+    synth = recipe.setup(params, seed=0)
+    recipe.teach(synth, params)
+    recipe.filter_examples(synth, params)
+    bad = [e for e in synth.examples if {"wrong_language", "mixed_language"} & set(e.faults)]
+    assert len(bad) >= 30
+    assert sum(e.verdicts["language"] == "removed" for e in bad) / len(bad) >= 0.95

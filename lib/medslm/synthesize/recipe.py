@@ -96,7 +96,8 @@ def filter_examples(synth: Synthesis, params: Any, cache_dir: Path | None = None
                     progress: bool = False) -> dict[str, Any]:
     """Run the filters (language detector loaded once, restricted to the run's languages) and return the funnel."""
     t0 = time.perf_counter()
-    languages = sorted({e.answer_lang for e in synth.examples} | set(params.languages))
+    # the run's languages (and those answers must be in), plus English: the language teachers drift into
+    languages = sorted({e.answer_lang for e in synth.examples} | set(params.languages) | {"en"})
     detector = LanguageFilter(languages, params.min_sentence_words, params.max_foreign_share,
                               params.min_language_confidence) \
         if params.filter_language and len(languages) > 1 else None
@@ -164,9 +165,11 @@ def run_step(params: Any, out: SynthesizeDir, *, seed: int = 0, model: str | Pat
 
 
 def example_rows(examples: list[Example], tasks: list[str] | None = None, max_chars: int = 220) -> list[dict[str, str]]:
-    """One kept example per (task, language, format) for display: the end of the prompt and the answer."""
+    """One kept example per (task, language, format) for display (document types vary): prompt excerpt and answer."""
+    import random
+
     seen, rows = set(), []
-    for e in examples:
+    for e in random.Random(0).sample(examples, len(examples)):
         key = (e.task, e.prompt_lang, e.format)
         if e.kept and e.duplicate_of is None and key not in seen and (tasks is None or e.task in tasks):
             seen.add(key)
