@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.util import find_spec
-from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from medslm.llm import (
     LLM,
@@ -31,12 +25,6 @@ from medslm.llm import (
 )
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(6)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -275,46 +263,6 @@ def test_openai_backend_works_inside_a_running_event_loop():
 # --------------------------------------------------------------------------------------------------------------
 # A real OpenAI-compatible server: `transformers serve` with the tiny model (its replies are gibberish)
 # --------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def served_model(tiny_model_dir, tmp_path_factory):
-    missing = [m for m in ("fastapi", "uvicorn", "openai") if find_spec(m) is None]
-    if missing:
-        pytest.skip(f"transformers serve needs {', '.join(missing)} (pip install -e '.[dev]')")
-    exe = Path(sys.executable).parent / "transformers"
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("serve")
-    (tmp / "hf_cache").mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf_cache"), "OMP_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    log_path = tmp / "serve.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([str(exe), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"transformers serve not ready after 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield {"base_url": f"http://127.0.0.1:{port}/v1", "model": str(tiny_model_dir)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_real_server_replies_and_rejects_another_model(served_model):

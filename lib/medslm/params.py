@@ -567,6 +567,144 @@ class ClassifyParams(StrictModel):
         return value
 
 
+# --------------------------------------------------------------------------------------------------------------
+# 05_synthesize
+# --------------------------------------------------------------------------------------------------------------
+
+SYNTH_TASKS = ("qa", "extract", "summary", "deid", "specialty", "translate", "simplify")
+SYNTH_DOC_TYPES = ("discharge_letter", "referral_letter", "radiology_report", "lab_report", "medication_plan",
+                   "nursing_note", "operation_report", "emergency_note", "patient_leaflet", "guideline_excerpt")
+SYNTH_REJECTIONS = ("wrong_language", "mixed_language", "verbose", "wrong_fact", "invalid_json")
+
+
+class SynthesizeParams(StrictModel):
+    """05_synthesize: clinical instructions (task x document type x language x format) and preference pairs."""
+
+    # --- the grid --------------------------------------------------------------------------------------------
+    tasks: list[str] = Field(default_factory=lambda: list(SYNTH_TASKS), min_length=1,
+                             description=f"Tasks of the grid: any of {', '.join(SYNTH_TASKS)}.")
+    doc_types: list[str] = Field(default_factory=lambda: list(SYNTH_DOC_TYPES), min_length=1,
+                                 description="Clinical document types of the grid (toy world: the ten types of clinical.yaml).")
+    languages: list[Language] = Field(default_factory=lambda: ["de", "en"], min_length=1,
+                                      description="Languages of the documents and prompts.")
+    formats: list[Literal["text", "json"]] = Field(default_factory=lambda: ["text", "json"], min_length=1,
+                                                   description="Answer formats: text and/or json (validated against the task's schema).")
+    examples_per_cell: int = Field(16, ge=1, le=100_000,
+                                   description="Documents per (type, language); each answers every task in every format.")
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents held out (all their examples) as the test split.")
+    schema_files: dict[str, str] = Field(default_factory=dict,
+                                         description="Task -> JSON Schema file replacing the built-in schema of that task.")
+    # --- the teacher -----------------------------------------------------------------------------------------
+    teacher: Literal["programmatic", "openai", "transformers"] = Field(
+        "programmatic", description="programmatic (exact answers from the toy world, faults injected), openai (server) or transformers (local model).")
+    model: str | None = Field(None, description="openai: the model name the server serves; transformers: hub id or folder.")
+    base_url: str | None = Field(None, description="openai: server URL up to /v1, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="openai: NAME of the environment variable holding the API key (never the key itself)."
+    )
+    concurrency: int = Field(8, ge=1, le=1024, description="openai: requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="openai: seconds to wait for one reply before retrying.")
+    max_retries: int = Field(3, ge=0, le=20, description="openai: retries after a timeout, connection error, 429 or 5xx.")
+    parse_retries: int = Field(2, ge=0, le=10, description="Times an unparseable JSON reply is asked again before it counts as a failure.")
+    max_new_tokens: int = Field(384, ge=1, le=8192, description="Tokens the teacher (and the model for rejected answers) may generate.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature of the teacher (0 = greedy).")
+    batch_size: int = Field(8, ge=1, le=4096, description="transformers: prompts per generate() batch.")
+    trust_remote_code: bool = Field(False, description="transformers: allow model code from the hub. Off unless you trust it.")
+    # --- faults the programmatic teacher injects (share of examples; ground truth recorded) ----------------------
+    wrong_language_rate: float = Field(0.05, ge=0.0, le=1.0, description="Answers entirely in the other language.")
+    mixed_language_rate: float = Field(0.08, ge=0.0, le=1.0, description="German answers with an English sentence mixed in.")
+    verbose_rate: float = Field(0.06, ge=0.0, le=1.0, description="Answers padded with a preamble and needless closing sentences.")
+    wrong_fact_rate: float = Field(0.04, ge=0.0, le=1.0, description="Answers with one fact swapped for another of the same relation.")
+    invalid_json_rate: float = Field(0.06, ge=0.0, le=1.0, description="JSON answers cut off, single-quoted, with a trailing comma or prose.")
+    near_duplicate_rate: float = Field(0.05, ge=0.0, le=1.0, description="Extra copies of examples, exact or with one prompt word changed.")
+    # --- filters ---------------------------------------------------------------------------------------------
+    filter_json: bool = Field(True, description="Remove JSON answers that do not parse or break the task's schema.")
+    filter_language: bool = Field(True, description="Remove answers with words in sentences of another language (lingua).")
+    min_sentence_words: int = Field(5, ge=1, le=50, description="Language filter: sentences with fewer words are not judged.")
+    min_language_confidence: float = Field(0.7, ge=0.0, le=1.0, description="Language filter: lingua confidence from which a sentence counts as another language.")
+    max_foreign_share: float = Field(0.0, ge=0.0, lt=1.0, description="Language filter: largest share of words in another language that is kept.")
+    filter_length: bool = Field(True, description="Remove answers outside the task's length bounds (words).")
+    length_slack: float = Field(1.0, gt=0.0, le=10.0, description="Multiplies every task's upper length bound.")
+    filter_dedup: bool = Field(True, description="Remove exact and near duplicates (MinHash LSH) within each task, format and language.")
+    dedup_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Estimated Jaccard similarity (character 5-grams) from which two examples are duplicates.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    judge: Literal["none", "reference", "openai", "transformers"] = Field(
+        "reference", description="none, reference (toy world: the knowledge base checks the facts, offline), openai or transformers (an LLM judge)."
+    )
+    judge_model: str | None = Field(None, description="openai/transformers judge: model name or folder.")
+    judge_base_url: str | None = Field(None, description="openai judge: server URL up to /v1.")
+    judge_min_score: int = Field(4, ge=1, le=5, description="Lowest judge score (1-5) that is kept.")
+    # --- preference pairs --------------------------------------------------------------------------------------
+    pair_fraction: float = Field(0.4, ge=0.0, le=1.0, description="Share of kept examples that get a rejected (faulty) variant.")
+    rejection_kinds: list[str] = Field(default_factory=lambda: list(SYNTH_REJECTIONS), min_length=1,
+                                       description=f"Kinds of rejected answers: any of {', '.join(SYNTH_REJECTIONS)}.")
+    model_rejections: int = Field(0, ge=0, description="Also pair this many kept prompts with the current model's own answer (0 = off).")
+    rejection_model: str | None = Field(None, description="Model for model_rejections (folder or hub id); None = 04_merge/selected.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        return _known_items(value, SYNTH_TASKS, "task")
+
+    @field_validator("doc_types")
+    @classmethod
+    def _known_doc_types(cls, value: list[str]) -> list[str]:
+        return _known_items(value, SYNTH_DOC_TYPES, "document type")
+
+    @field_validator("rejection_kinds")
+    @classmethod
+    def _known_rejections(cls, value: list[str]) -> list[str]:
+        return _known_items(value, SYNTH_REJECTIONS, "rejection kind")
+
+    @field_validator("languages", "formats")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value} repeats a value")
+        return value
+
+    @field_validator("schema_files")
+    @classmethod
+    def _schema_tasks(cls, value: dict[str, str]) -> dict[str, str]:
+        _known_items(list(value), SYNTH_TASKS, "task in schema_files")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _teacher_model(cls, value: str | None, info: Any) -> str | None:
+        if info.data.get("teacher") in ("openai", "transformers") and not value:
+            raise ValueError(f"teacher {info.data['teacher']} needs model (openai: the name the server serves; "
+                             "transformers: a folder or hub id)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _teacher_url(cls, value: str | None, info: Any) -> str | None:
+        if info.data.get("teacher") == "openai" and not value:
+            raise ValueError("teacher openai needs base_url, e.g. http://127.0.0.1:8000/v1")
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError(f"base_url {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("judge_base_url")
+    @classmethod
+    def _judge_url(cls, value: str | None, info: Any) -> str | None:
+        if info.data.get("judge") == "openai" and not value:
+            raise ValueError("judge openai needs judge_base_url, e.g. http://127.0.0.1:8000/v1")
+        if info.data.get("judge") in ("openai", "transformers") and not info.data.get("judge_model"):
+            raise ValueError(f"judge {info.data['judge']} needs judge_model")
+        return value
+
+
+def _known_items(value: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; allowed: {', '.join(known)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{value} repeats a {what}")
+    return value
+
+
 # Canonical order of the recipe. A step's notebook is notebooks/<dir>.ipynb; its outputs live in <run>/<dir>/.
 STEP_ORDER: tuple[str, ...] = (
     "prepare",
@@ -588,6 +726,7 @@ STEP_PARAMS: dict[str, type[StrictModel]] = {
     "classify": ClassifyParams,
     "cpt": CptParams,
     "merge": MergeParams,
+    "synthesize": SynthesizeParams,
     "align": AlignParams,
 }
 
@@ -699,7 +838,7 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
 }
 MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "prepare": ("base_model",), "cpt": ("base",), "merge": ("instruct", "cpt_model", "experts"),
-    "align": ("start_model",), "classify": ("encoder",),
+    "align": ("start_model",), "classify": ("encoder",), "synthesize": ("rejection_model",),
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 

@@ -238,3 +238,36 @@ def plot_score_histogram(scores: Sequence[float], groups: Sequence[str] | None =
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_synthesis_funnel(funnel: Mapping[str, Any], title: str = "What each filter removed") -> Any:
+    """05_synthesize: one stacked bar per (task, language): kept examples and those removed by the teacher
+    (failed) and by each filter, in filter order (``funnel`` as :func:`medslm.synthesize.funnel.funnel_counts`)."""
+    plt = _pyplot()
+    rows = list(funnel["rows"])
+    if not rows:
+        raise ValueError("the funnel has no rows")
+    stages = ["kept", *funnel["stages"]]
+    labels = [f"{r['task']} · {r['lang']}" for r in rows]
+    fig, (ax, ax_removed) = plt.subplots(1, 2, figsize=(12, 0.32 * len(rows) + 1.6), sharey=True,
+                                         gridspec_kw={"width_ratios": [1, 1.4]})
+    colors = dict(zip(stages, ["tab:green", "0.4", "tab:red", "tab:orange", "tab:purple", "tab:blue", "tab:brown"],
+                      strict=False))
+    y = range(len(rows))
+    for axis, shown in ((ax, stages), (ax_removed, stages[1:])):
+        left = [0] * len(rows)
+        for stage in shown:
+            values = [r.get(stage, 0) for r in rows]
+            if any(values):
+                axis.barh(list(y), values, left=left, color=colors[stage], label=stage)
+                left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("examples")
+    ax.set_title("all examples")
+    ax_removed.set_xlabel("examples removed")
+    ax_removed.set_title("removed, by the first filter that caught them")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

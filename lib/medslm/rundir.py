@@ -295,6 +295,39 @@ class AlignDir(StepDir):
 
 
 @dataclass(frozen=True)
+class SynthesizeDir(StepDir):
+    @property
+    def sft(self) -> Path:
+        """Folder: SFT data (``train.jsonl``, ``test.jsonl`` with ``messages`` + provenance, README.md card)."""
+        return self.path / "sft"
+
+    @property
+    def dpo(self) -> Path:
+        """Folder: DPO data (``train.jsonl``, ``test.jsonl`` with ``prompt``/``chosen``/``rejected``, README.md card)."""
+        return self.path / "dpo"
+
+    @property
+    def documents(self) -> Path:
+        """JSONL: the generated clinical documents (id, type, language, text, entities, split)."""
+        return self.path / "documents.jsonl"
+
+    @property
+    def examples(self) -> Path:
+        """JSONL: every generated example with its answer, injected faults and filter verdicts (kept or not)."""
+        return self.path / "examples.jsonl"
+
+    @property
+    def schemas(self) -> Path:
+        """JSON: the JSON Schema of each task (for 06/07 to validate JSON answers)."""
+        return self.path / "schemas.json"
+
+    @property
+    def cache(self) -> Path:
+        """Folder of cached LLM replies (teacher, judge, model answers), so a killed run resumes."""
+        return self.path / "cache"
+
+
+@dataclass(frozen=True)
 class RunDir:
     """The run directory: ``RunDir(path).prepare.corpus`` etc."""
 
@@ -330,6 +363,10 @@ class RunDir:
     @property
     def align(self) -> AlignDir:
         return self.step("align")  # type: ignore[return-value]
+
+    @property
+    def synthesize(self) -> SynthesizeDir:
+        return self.step("synthesize")  # type: ignore[return-value]
 
     @property
     def manifest_path(self) -> Path:
@@ -384,5 +421,6 @@ _STEP_DIR_CLASSES: dict[str, type[StepDir]] = {
     "cpt": CptDir,
     "merge": MergeDir,
     "align": AlignDir,
+    "synthesize": SynthesizeDir,
 }
 

@@ -38,8 +38,8 @@ NOT_FINGERPRINTED = {"resume", "save_steps", "logging_steps", "check_examples", 
 
 def synthesize_files(run: RunDir) -> dict[str, Path]:
     """05_synthesize's files that 06_align reads (SFT messages and DPO pairs, train and held-out test)."""
-    base = run.step("synthesize").path
-    return {f"{kind}_{split}": base / kind / f"{split}.jsonl" for kind in ("sft", "dpo") for split in ("train", "test")}
+    folders = {"sft": run.synthesize.sft, "dpo": run.synthesize.dpo}
+    return {f"{kind}_{split}": folders[kind] / f"{split}.jsonl" for kind in folders for split in ("train", "test")}
 
 
 class AlignRecipe:
