@@ -310,3 +310,19 @@ def test_params_reject_unknown_language():
     with pytest.raises(ValueError, match="unknown language code 'xx'; lingua knows: af"):
         FailureParams(languages=["de", "xx"])
     assert FailureParams(languages=["DE", "en", "de"]).languages == ["de", "en"]
+
+
+def test_plot_failure_rates_shows_the_table():
+    from medslm.plots import plot_failure_rates
+
+    table = analyse_failures(_items()).table()
+    rows = table.reset_index().to_dict("records")
+    fig = plot_failure_rates(rows, ["language_mixed", "invalid_json"])
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["language_mixed", "invalid_json"]
+    assert [p.get_height() for p in axes[0].patches] == pytest.approx(list(table["language_mixed"]))
+    nan_rows = [{**r, "invalid_json": float("nan")} for r in rows]
+    labels = [t.get_text() for t in plot_failure_rates(nan_rows, ["invalid_json"]).axes[0].texts]
+    assert labels == ["n/a", "n/a"]
+    with pytest.raises(ValueError, match="no row has column"):
+        plot_failure_rates(rows, ["rambling"])

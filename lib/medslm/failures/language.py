@@ -90,6 +90,7 @@ class LanguageDetector:
         self.languages = languages
         self._lingua = LanguageDetectorBuilder.from_languages(*(lingua_language(c) for c in languages)).build()
         self._top: dict[str, tuple[str, float]] = {}
+        self._segments: dict[str, list[tuple[int, int, str, int]]] = {}
 
     def top(self, text: str) -> tuple[str, float]:
         """The likeliest language of ``text`` and its confidence (0–1, relative to the other languages)."""
@@ -100,8 +101,10 @@ class LanguageDetector:
 
     def segments(self, text: str) -> list[tuple[int, int, str, int]]:
         """``(start, end, language, words)`` of each single-language part of ``text`` (lingua's segmentation)."""
-        return [(r.start_index, r.end_index, r.language.iso_code_639_1.name.lower(), r.word_count)
-                for r in self._lingua.detect_multiple_languages_of(text)]
+        if text not in self._segments:
+            self._segments[text] = [(r.start_index, r.end_index, r.language.iso_code_639_1.name.lower(), r.word_count)
+                                    for r in self._lingua.detect_multiple_languages_of(text)]
+        return self._segments[text]
 
 
 @functools.lru_cache(maxsize=8)
