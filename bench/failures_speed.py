@@ -33,13 +33,14 @@ def synthetic_items(n: int, seed: int = 0) -> list:
             continue
         chosen = rng.sample(pairs, rng.randint(3, 6))
         sentences = [de for de, _ in chosen]
-        if rng.random() < 0.25:
+        injected = rng.random() < 0.25
+        if injected:
             position = rng.randrange(len(sentences))
             sentences[position] = chosen[position][1]
         if rng.random() < 0.05:
             sentences = sentences[:1] * 6
         items.append(FailureItem(variant, "qa", "de", "Frage?", " ".join(sentences), chosen[0][0],
-                                 truncated=rng.random() < 0.03))
+                                 truncated=rng.random() < 0.03, id="english-injected" if injected else "clean"))
     return items
 
 
@@ -65,6 +66,11 @@ def main() -> None:
     print(json.dumps({"figure": "items_per_second", "value": round(n / analysis_s, 1)}))
     print(json.dumps({"figure": "step_seconds", "value": round(import_s + load_s + analysis_s, 2), "target_max": 30}))
     print(json.dumps({"figure": "language_mixed_rate", **{v: round(float(x), 3) for v, x in table["language_mixed"].items()}}))
+    gold = [r.item.id == "english-injected" for r in report.results if r.language is not None]
+    found = [r.language.mixed for r in report.results if r.language is not None]
+    tp = sum(g and f for g, f in zip(gold, found, strict=True))
+    print(json.dumps({"figure": "injected_english_answer_level", "precision": round(tp / max(sum(found), 1), 3),
+                      "recall": round(tp / max(sum(gold), 1), 3), "injected": sum(gold)}))
     print(json.dumps({"figure": "worst_examples", **{m: len(w) for m, w in worst.items()}}))
 
 

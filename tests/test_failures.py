@@ -326,3 +326,8 @@ def test_plot_failure_rates_shows_the_table():
     assert labels == ["n/a", "n/a"]
     with pytest.raises(ValueError, match="no row has column"):
         plot_failure_rates(rows, ["rambling"])
+
+
+def test_detector_built_once_per_language_set():
+    assert language_detector(["en", "DE"]) is language_detector(("de", "en"))
+    assert language_detector(("de", "en", "fr")) is not language_detector(("de", "en"))

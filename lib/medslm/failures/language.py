@@ -7,8 +7,11 @@ Detection (lingua, restricted to a few languages; one detector per language set,
   confidence ≥ ``min_confidence``;
 * inside the other sentences, ``detect_multiple_languages_of`` finds **phrases** of another language
   (≥ ``min_words`` words and, scored alone, confidence ≥ ``min_confidence``): "Die Nierenfunktion ist stable and
-  within normal limits." Per-sentence detection alone misses these; the multi-language detector alone flags Latin
-  terms such as "Diabetes mellitus Typ" as English (measured in tests/test_failures.py);
+  within normal limits." A phrase whose words are mostly capitalised is taken for a name ("Empire State Building
+  in New York") and not counted (share above ``max_name_share``). Per-sentence detection alone misses phrases;
+  the multi-language detector alone flags Latin terms such as "Diabetes mellitus Typ" as English. Measured on
+  tests/data/clinical_language.yaml (70 foreign sentences or phrases among 268 sentences): per sentence only P 0.98 R 0.84 (R 0.68 on the 40 mixed answers),
+  ``detect_multiple_languages_of`` on whole answers P 0.86 R 1.0, both as here P 0.99 R 0.99;
 * words in another script than the expected language's (CJK in a German answer) are foreign too.
 
 Language Confusion Benchmark (Marchisio et al. 2024, ``compute_metrics.py`` of for-ai/language-confusion):
@@ -25,6 +28,7 @@ import functools
 import re
 import string
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,10 +111,15 @@ class LanguageDetector:
         return self._segments[text]
 
 
+def language_detector(languages: Iterable[str]) -> LanguageDetector:
+    """The detector of a language set, built once per process whatever the order of the codes (lingua loads its
+    models at the first detection, ~0.5–1 s)."""
+    return _cached_detector(tuple(sorted({code.lower() for code in languages})))
+
+
 @functools.lru_cache(maxsize=8)
-def language_detector(languages: tuple[str, ...]) -> LanguageDetector:
-    """The detector of a language set, built once per process (lingua loads its models lazily, ~1 s)."""
-    return LanguageDetector(tuple(sorted(set(languages))))
+def _cached_detector(languages: tuple[str, ...]) -> LanguageDetector:
+    return LanguageDetector(languages)
 
 
 @functools.lru_cache(maxsize=16)
@@ -166,13 +175,16 @@ def _other_script_words(text: str, script: str | None) -> list[ForeignSpan]:
 
 
 def _phrases(detector: LanguageDetector, sentence: str, offset: int, expected: str,
-             min_words: int, min_confidence: float) -> list[ForeignSpan]:
+             min_words: int, min_confidence: float, max_name_share: float) -> list[ForeignSpan]:
     """Phrases of another language inside a sentence judged to be in the expected language."""
     out = []
     for start, end, language, words in detector.segments(sentence):
         if language == expected or words < min_words:
             continue
         piece = sentence[start:end]
+        piece_words = WORD.findall(piece)
+        if not piece_words or sum(w[0].isupper() for w in piece_words) / len(piece_words) > max_name_share:
+            continue  # mostly capitalised: a name, not a phrase of another language
         top, confidence = detector.top(piece)
         if top == language and confidence >= min_confidence:
             out.append(ForeignSpan(offset + start, offset + end, piece.strip(), language, confidence, "phrase"))
@@ -201,7 +213,7 @@ def _line_level(detector: LanguageDetector, text: str, expected: str, min_words:
 
 
 def check_language(answer: str, expected: str, detector: LanguageDetector, *, min_words: int = 3,
-                   min_confidence: float = 0.7, detect_phrases: bool = True,
+                   min_confidence: float = 0.7, detect_phrases: bool = True, max_name_share: float = 0.5,
                    min_line_words: int = 5) -> LanguageCheck:
     """Language mixing of one answer whose expected language is ``expected`` (a code the detector knows)."""
     if expected not in detector.languages:
@@ -217,7 +229,7 @@ def check_language(answer: str, expected: str, detector: LanguageDetector, *, mi
             spans.append(ForeignSpan(start, start + len(sentence), sentence.strip(), top, confidence, "sentence"))
             foreign += 1
         elif detect_phrases:
-            found = _phrases(detector, sentence, start, expected, min_words, min_confidence)
+            found = _phrases(detector, sentence, start, expected, min_words, min_confidence, max_name_share)
             spans += found
             foreign += bool(found)
     script_spans = _other_script_words(answer, expected_script(expected))

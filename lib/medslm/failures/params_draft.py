@@ -19,6 +19,7 @@ class FailureParams(StrictModel):
     min_words: int = Field(3, ge=1, le=50, description="Sentences and embedded phrases with fewer words are not judged (lingua is unreliable below).")
     min_confidence: float = Field(0.7, gt=0.5, le=1.0, description="lingua confidence from which a sentence or an embedded phrase counts as another language.")
     detect_phrases: bool = Field(True, description="Also look for phrases of another language inside sentences of the right one (lingua's detect_multiple_languages_of).")
+    max_name_share: float = Field(0.5, ge=0.0, le=1.0, description="An embedded phrase with a larger share of capitalised words is taken for a name (Empire State Building) and not counted.")
     min_line_words: int = Field(5, ge=1, le=50, description="LCB line-level: lines with fewer tokens are skipped, and an answer without a judged line is left out (LCB uses 5).")
     # verbosity
     verbose_ratio: float = Field(2.0, gt=1.0, description="An answer is verbose when it has more than this many times the reference's tokens.")

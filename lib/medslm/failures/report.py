@@ -185,6 +185,7 @@ def analyse_failures(items: Iterable[FailureItem], params: FailureParams | None 
             result.language = check_language(
                 it.answer, it.prompt_language, detector, min_words=params.min_words,
                 min_confidence=params.min_confidence, detect_phrases=params.detect_phrases,
+                max_name_share=params.max_name_share,
                 min_line_words=params.min_line_words)
             reference = it.reference if isinstance(it.reference, str) else None
             result.verbosity = check_verbosity(it.answer, reference, verbose_ratio=params.verbose_ratio,
