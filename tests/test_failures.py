@@ -292,6 +292,10 @@ def test_analysis_table_and_worst_examples():
     assert report.worst("repetition")[0].evidence.endswith("×5") and report.worst("empty") == []
     with pytest.raises(ValueError, match="unknown failure mode"):
         report.worst("rambling")
+    no_reference = analyse_failures([FailureItem("sft", "qa", "de", "?", "Ja, das ist so.", None)]).frame()
+    assert np.isnan(no_reference.loc[0, "verbose"]) and np.isnan(no_reference.loc[0, "length_ratio"])
+    with pytest.raises(ValueError, match=r"item q7 \(sft/qa\): prompt_language: unknown language code 'xx'"):
+        analyse_failures([FailureItem("sft", "qa", "xx", "?", "Ja.", id="q7")])
 
 
 def test_items_from_jsonl_and_bad_records(tmp_path):

@@ -78,7 +78,7 @@ class ItemResult:
             "language_mixed": _num(lang and lang.mixed), "foreign_sentence_share": _num(lang and lang.foreign_sentence_share),
             "foreign_word_share": _num(lang and lang.foreign_word_share),
             "lcb_line_pass": _num(lang and lang.line_pass), "lcb_word_pass": _num(lang and lang.word_pass),
-            "length_ratio": _num(verb and verb.ratio), "verbose": _num(verb and verb.ratio is not None and verb.verbose),
+            "length_ratio": _num(verb and verb.ratio), "verbose": _num(verb.verbose if verb and verb.ratio is not None else None),
             "distinct_1": deg.distinct_1, "distinct_2": deg.distinct_2, "repeated_share": deg.repeated_share,
             "repetitive": float(deg.repetitive), "truncated": float(deg.truncated), "empty": float(deg.empty),
             "invalid_json": _num(fmt and not fmt.valid_json), "schema_violation": _num(fmt and fmt.schema_violation),
@@ -118,7 +118,9 @@ class FailureReport:
         """One row per item (pandas DataFrame) with :meth:`ItemResult.record`'s columns."""
         import pandas as pd
 
-        return pd.DataFrame([r.record() for r in self.results])
+        frame = pd.DataFrame([r.record() for r in self.results])
+        values = [c for c in frame.columns if c not in ("variant", "task", "prompt_language")]
+        return frame.astype(dict.fromkeys(values, float))  # None (detector did not apply) → NaN, never object
 
     def table(self, by: Sequence[str] = ("variant",)) -> Any:
         """Failure rates and means per group (default per variant): ``answers`` plus every record column."""
@@ -171,6 +173,13 @@ def analyse_failures(items: Iterable[FailureItem], params: FailureParams | None 
 
     params = params or FailureParams()
     items = list(items)
+    from medslm.failures.language import lingua_language
+
+    for it in items:
+        try:
+            lingua_language(it.prompt_language)
+        except ValueError as e:
+            raise ValueError(f"item {it.id or '?'} ({it.variant}/{it.task}): prompt_language: {e}") from None
     languages = tuple(sorted(set(params.languages) | {"en"} | {it.prompt_language for it in items}))
     detector = language_detector(languages)
     results = []
