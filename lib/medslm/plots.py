@@ -268,6 +268,36 @@ def plot_synthesis_funnel(funnel: Mapping[str, Any], title: str = "What each fil
     ax_removed.set_xlabel("examples removed")
     ax_removed.set_title("removed, by the first filter that caught them")
     ax.legend(fontsize=8, loc="lower left")
+
+
+# ---- 08_failure_analysis ---------------------------------------------------------------------------------------
+
+
+def plot_failure_rates(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], group: str = "variant",
+                       title: str = "Failure rates per variant") -> Any:
+    """One panel per column (a failure rate or mean, e.g. ``language_mixed``, ``verbose``, ``invalid_json``), one bar
+    per group (variant) annotated with its value; rows as ``report.table().reset_index().to_dict("records")``.
+    A missing or NaN value (the detector did not apply) is left out and marked "n/a"."""
+    plt = _pyplot()
+    if not rows:
+        raise ValueError("no rows to plot")
+    unknown = [c for c in columns if not any(c in r for r in rows)]
+    if unknown:
+        raise ValueError(f"no row has column(s) {', '.join(unknown)}; columns: {', '.join(rows[0])}")
+    names = [str(r[group]) for r in rows]
+    fig, axes = plt.subplots(1, len(columns), figsize=(2.2 + 2.4 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        values = [r.get(column) for r in rows]
+        shown = [float(v) if v is not None and v == v else 0.0 for v in values]  # v == v is False for NaN
+        bars = ax.bar(names, shown, color="tab:red")
+        for bar, value in zip(bars, values, strict=True):
+            label = "n/a" if value is None or value != value else f"{float(value):.2f}"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=8)
+        ax.set_title(column, fontsize=9)
+        ax.set_ylim(0, max(1.0, max(shown) * 1.15))
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    axes[0][0].set_ylabel("share of answers")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
