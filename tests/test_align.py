@@ -164,3 +164,32 @@ def test_missing_inputs_say_which_step_to_run(tmp_path, run_dir):
     synthesize_files(RunDir(run_dir))["dpo_train"].unlink()
     with pytest.raises(FileNotFoundError, match="Run 05_synthesize"):
         _recipe(run_dir)
+
+
+def test_quick_check_figures_against_hand_computed_ones():
+    from medslm.align.checks import summarize
+
+    schema = {"type": "object", "properties": {"drug": {"type": "string"}}, "required": ["drug"]}
+    rows = [
+        {"task": "qa", "format": "text", "answer_language": "de", "language": "de",
+         "messages": [{"role": "user", "content": "Was behandelt Metformin?"},
+                      {"role": "assistant", "content": "Metformin wird bei Typ-2-Diabetes eingesetzt, um den Blutzucker zu senken."}]},
+        {"task": "extract", "format": "json", "answer_language": "en", "language": "en",
+         "messages": [{"role": "user", "content": "Extract the drug."},
+                      {"role": "assistant", "content": '{"drug": "Metformin"}'}]},
+    ]
+    perfect = summarize(rows, [r["messages"][-1]["content"] for r in rows], {"extract": schema}, ["de"])
+    assert perfect["task_score"] == 1.0 and perfect["json_validity"] == 1.0 and perfect["wrong_language_share"] == 0
+    assert perfect["length_ratio"] == 1.0
+    english = "Metformin is used for type 2 diabetes to lower the blood sugar of the patient."
+    wrong = summarize(rows, [english, '{"drug": "Aspirin"'], {"extract": schema}, ["de"])
+    assert wrong["json_validity"] == 0.0 and wrong["tasks"]["extract"] == 0.0  # broken JSON scores nothing
+    assert wrong["wrong_language_share"] == 1.0  # an English answer to a German question
+    assert 0 < wrong["tasks"]["qa"] < 1  # token F1 of shared words (Metformin, 2, diabetes) only
+
+
+def test_check_answers_held_out_prompts_with_the_model(run_dir):
+    recipe = _recipe(run_dir, check_examples=3, max_new_tokens=4)
+    summary = recipe.check("start")
+    assert summary["answers"] == 3 and len(recipe.answers["start"]) == 3 and 0 <= summary["task_score"] <= 1
+    assert recipe.check_rows() == recipe.check_rows()  # every model answers the same sample

@@ -301,3 +301,26 @@ def plot_failure_rates(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+ALIGNMENT_FIGURES = (("task_score", "held-out task score"), ("json_validity", "JSON validity"),
+                     ("wrong_language_share", "wrong/mixed language"), ("length_ratio", "length / reference"))
+
+
+def plot_alignment_checks(checks: Mapping[str, Mapping[str, Any]], title: str = "quick checks per stage") -> Any:
+    """One panel per quick-check figure (task score, JSON validity, wrong-language share, length ratio, medical
+    probes), one bar per stage (start → SFT → DPO)."""
+    plt = _pyplot()
+    figures = [*ALIGNMENT_FIGURES, ("medical_probes", "medical probes")]
+    fig, axes = plt.subplots(1, len(figures), figsize=(3.0 * len(figures), 3.2))
+    labels = list(checks)
+    for ax, (key, name) in zip(axes, figures, strict=True):
+        values = [(checks[s].get("probes", {}).get("medical") if key == "medical_probes" else checks[s].get(key))
+                  for s in labels]
+        bars = ax.bar(labels, [v if v is not None else 0.0 for v in values], color="#4c72b0")
+        ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.2f}" for v in values], fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medslm import cards
+from medslm.align.checks import answer, probe_scores, sample_rows, summarize
 from medslm.align.data import as_dataset, check_chat_template, read_dpo_rows, read_sft_rows
 from medslm.align.trainers import (
     dpo_config,
@@ -28,7 +29,7 @@ from medslm.align.trainers import (
 )
 from medslm.models import ModelRef, load_tokenizer, merge_lora_adapter, resolve_device, save_model
 from medslm.params import AlignParams, RunParams
-from medslm.rundir import RunDir, sha256_file, write_json
+from medslm.rundir import RunDir, read_json, read_jsonl, sha256_file, write_json
 from medslm.training import last_checkpoint, loss_curve, run_fingerprint
 
 STAGES = {"sft_dpo": ("sft", "dpo"), "sft_only": ("sft",), "dpo_only": ("dpo",)}
@@ -56,6 +57,8 @@ class AlignRecipe:
         self.tokenizer: Any = None
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.results: dict[str, dict[str, Any]] = {}
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.answers: dict[str, list[str]] = {}
         self.timings: dict[str, float] = {}
 
     @classmethod
@@ -184,19 +187,54 @@ class AlignRecipe:
                                 self.stage_input(stage), self.params, [stage, self.params.mode],
                                 {"mode": self.params.mode, **data}, results=self.results.get(stage))
 
+    # ---------------------------------------------------------------------------------------------- checks
+
+    def check_rows(self) -> list[dict[str, Any]]:
+        """The held-out rows every model answers in the quick checks (a seeded sample of 05's SFT test split)."""
+        return sample_rows(self.rows["sft_test"], self.params.check_examples, self.settings.seed)
+
+    def check(self, label: str, model_dir: str | Path | None = None) -> dict[str, Any]:
+        """Quick checks of one model (``start``, ``sft``, ``dpo``): held-out task scores, JSON validity, answer
+        language and length, and the toy world's probes (the alignment tax on knowledge)."""
+        start = time.perf_counter()
+        model_dir = model_dir or (self.start.ref if label == "start" else self.out.model(label))
+        rows = self.check_rows()
+        schemas = read_json(self.run_dir.synthesize.schemas) if self.run_dir.synthesize.schemas.is_file() else {}
+        self.answers[label] = answer(model_dir, rows, self.device, self.params.max_new_tokens)
+        summary = summarize(rows, self.answers[label], schemas, [self.settings.language])
+        if self.run_dir.prepare.probes.is_file():
+            summary["probes"] = probe_scores(model_dir, read_jsonl(self.run_dir.prepare.probes), self.device)
+        self.checks[label] = summary
+        self.timings[f"check_{label}_s"] = round(time.perf_counter() - start, 2)
+        return summary
+
+    def side_by_side(self, per_language: int = 2, max_chars: int = 160) -> list[dict[str, str]]:
+        """A few held-out prompts (German and English) with the reference and each checked model's answer."""
+        rows, out = self.check_rows(), []
+        for lang in ("de", "en"):
+            picked = [i for i, row in enumerate(rows) if row.get("language") == lang][:per_language]
+            for i in picked:
+                out.append({"task": f"{rows[i]['task']} ({lang}, {rows[i].get('format')})",
+                            "reference": rows[i]["messages"][-1]["content"][:max_chars],
+                            **{label: answers[i][:max_chars] for label, answers in self.answers.items()}})
+        return out
+
     # --------------------------------------------------------------------------------------------- whole run
 
     def run(self) -> dict[str, Any]:
         """Every stage, as the notebook runs them."""
         self.setup()
+        self.check("start")
         if "sft" in self.stages:
             trainer = self.sft_trainer()
             self.train("sft", trainer)
             self.save("sft", trainer)
+            self.check("sft")
         if "dpo" in self.stages:
             trainer = self.dpo_trainer()
             self.train("dpo", trainer)
             self.save("dpo", trainer)
+            self.check("dpo")
         return self.finish()["results"]
 
     def finish(self) -> dict[str, Any]:
@@ -205,6 +243,7 @@ class AlignRecipe:
 
         metrics = {"start_model": self.start.as_dict(), "stages": list(self.stages), "mode": self.params.mode,
                    "data": {key: len(rows) for key, rows in self.rows.items()}, "results": self.results,
+                   "checks": self.checks,
                    "models": {stage: str(self.out.model(stage)) for stage in self.results}}
         write_step_metrics(self.out, "align", self.params, metrics)
         write_json(self.out.path / "timings.json", self.timings)
