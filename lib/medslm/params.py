@@ -185,6 +185,7 @@ class PrepareParams(StrictModel):
     pretrain_epochs: float = Field(4.0, gt=0, description="Passes over the pretraining data.")
     learning_rate: float = Field(4e-3, gt=0, lt=1, description="Peak learning rate of pretraining.")
     batch_size: int = Field(32, ge=1, description="Sequences per optimisation step.")
+    eval_max_texts: int = Field(400, ge=1, le=100_000, description="Held-out texts per domain for the perplexity of the toy model.")
     # --- real corpora ------------------------------------------------------------------------------------------
     hub_dataset: str | None = Field(None, description="Hub dataset id for source=hub, e.g. HuggingFaceFW/fineweb-2.")
     hub_config: str | None = Field(None, description="Hub dataset config, e.g. deu_Latn.")
@@ -705,6 +706,57 @@ def _known_items(value: list[str], known: tuple[str, ...], what: str) -> list[st
     return value
 
 
+class EvaluateParams(StrictModel):
+    """07_evaluate: every model variant on benchmarks, held-out clinical tasks and pairwise judge win-rates."""
+
+    variants: list[Literal["instruct", "cpt", "merge", "sft", "dpo"]] = Field(
+        default_factory=lambda: ["instruct", "cpt", "merge", "sft", "dpo"],
+        description="The run's models to evaluate (those whose folders exist): instruct, cpt, merge (selected), sft, dpo.",
+    )
+    comparators: dict[str, str] = Field(
+        default_factory=dict, description="Extra models by label, e.g. {qwen7b: Qwen/Qwen2.5-7B-Instruct} (hub id or folder)."
+    )
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["toy_probes"],
+        description="MCQ benchmarks: toy_probes, medqa, medmcqa, pubmedqa, mmlu_medical, mmmlu_de, global_mmlu_de (hub), or a local .jsonl/.csv path.",
+    )
+    benchmark_limit: int = Field(1000, ge=1, description="Items per benchmark at most (seeded sample).")
+    num_fewshot: int = Field(0, ge=0, le=25, description="Solved examples before each question (lm-eval's k-shot; fixed seed).")
+    chat_template: bool = Field(False, description="Render MCQ contexts with the model's chat template (lm-eval's apply_chat_template).")
+    mcq_batch_size: int = Field(16, ge=1, description="Choices scored per forward pass.")
+    generative_limit: int = Field(120, ge=0, description="Held-out 05_synthesize test examples answered by each variant (0 = none).")
+    max_new_tokens: int = Field(96, ge=1, le=8192, description="Tokens generated per held-out answer.")
+    gen_batch_size: int = Field(16, ge=1, description="Prompts per generate() batch.")
+    judge: Literal["none", "reference", "openai", "transformers"] = Field(
+        "reference", description="Pairwise judge: reference (toy world, offline: right fact, right language, concise), openai (a server) or transformers (local model)."
+    )
+    judge_model: str | None = Field(None, description="openai: the served model name; transformers: hub id or folder.")
+    judge_base_url: str | None = Field(None, description="openai judge: server URL up to /v1.")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="openai judge: NAME of the environment variable holding the API key."
+    )
+    comparisons: list[str] = Field(
+        default_factory=lambda: ["merge:instruct", "sft:instruct", "dpo:instruct", "dpo:sft"],
+        description="Judged pairs model:baseline (labels of variants or comparators); missing models are skipped.",
+    )
+    bootstrap: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples for the win-rate intervals.")
+
+    @field_validator("comparisons")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if v.count(":") != 1 or "" in v.split(":")]
+        if bad:
+            raise ValueError(f"comparisons {bad} must be written model:baseline, e.g. dpo:instruct")
+        return value
+
+    @field_validator("judge_model")
+    @classmethod
+    def _judge_model(cls, value: str | None, info: Any) -> str | None:
+        if info.data.get("judge") in ("openai", "transformers") and not value:
+            raise ValueError("a judge backend openai/transformers needs judge_model")
+        return value
+
+
 # Canonical order of the recipe. A step's notebook is notebooks/<dir>.ipynb; its outputs live in <run>/<dir>/.
 STEP_ORDER: tuple[str, ...] = (
     "prepare",
@@ -728,6 +780,7 @@ STEP_PARAMS: dict[str, type[StrictModel]] = {
     "merge": MergeParams,
     "synthesize": SynthesizeParams,
     "align": AlignParams,
+    "evaluate": EvaluateParams,
 }
 
 
@@ -839,6 +892,7 @@ PATH_FIELDS: dict[str, tuple[str, ...]] = {
 MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "prepare": ("base_model",), "cpt": ("base",), "merge": ("instruct", "cpt_model", "experts"),
     "align": ("start_model",), "classify": ("encoder",), "synthesize": ("rejection_model",),
+    "evaluate": ("comparators",),
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 
@@ -879,6 +933,8 @@ def resolve_profile_paths(section: str, params: StrictModel, root: Path) -> list
         try:
             if isinstance(value, list):
                 object.__setattr__(params, name, [_resolve_model(v, root) for v in value])
+            elif isinstance(value, dict):
+                object.__setattr__(params, name, {k: _resolve_model(v, root) for k, v in value.items()})
             elif value is not None:
                 object.__setattr__(params, name, _resolve_model(value, root))
         except ValueError as e:

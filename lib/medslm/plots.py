@@ -324,3 +324,44 @@ def plot_alignment_checks(checks: Mapping[str, Mapping[str, Any]], title: str = 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_scores_with_intervals(rows: Sequence[Mapping[str, Any]], key: str, title: str | None = None) -> Any:
+    """One bar per variant for ``key`` (e.g. a benchmark's accuracy) with its 95 % interval (``key_ci95``)."""
+    plt = _pyplot()
+    rows = [r for r in rows if r.get(key) is not None]
+    fig, ax = plt.subplots(figsize=(1.2 * max(len(rows), 3) + 1, 3.4))
+    values = [r[key] for r in rows]
+    errors = [[v - r.get(f"{key}_ci95", [v, v])[0] for v, r in zip(values, rows, strict=True)],
+              [r.get(f"{key}_ci95", [v, v])[1] - v for v, r in zip(values, rows, strict=True)]]
+    bars = ax.bar([r["variant"] for r in rows], values, yerr=errors, capsize=4, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, label_type="center", color="white")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(key)
+    ax.set_title(title or f"{key} (95 % interval)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_win_rate_forest(win_rates: Mapping[str, Mapping[str, Any]], title: str = "pairwise win-rates") -> Any:
+    """A forest plot: each comparison's win-rate (ties count half) and length-controlled win-rate with their 95 %
+    bootstrap intervals; 0.5 = no preference."""
+    plt = _pyplot()
+    pairs = list(win_rates)
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * max(len(pairs), 2) + 1.2))
+    for i, pair in enumerate(pairs):
+        rates = win_rates[pair]
+        for offset, key, marker in ((-0.12, "win_rate", "o"), (0.12, "lc_win_rate", "s")):
+            low, high = rates[f"{key}_ci95"]
+            ax.errorbar(rates[key], i + offset, xerr=[[rates[key] - low], [high - rates[key]]], fmt=marker,
+                        capsize=3, color="#4c72b0" if key == "win_rate" else "#dd8452",
+                        label=("win-rate" if key == "win_rate" else "length-controlled") if i == 0 else None)
+    ax.axvline(0.5, ls="--", color="gray", lw=1)
+    ax.set_yticks(range(len(pairs)), [p.replace(":", " vs ") for p in pairs])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("P(model preferred)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

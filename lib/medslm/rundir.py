@@ -328,6 +328,20 @@ class SynthesizeDir(StepDir):
 
 
 @dataclass(frozen=True)
+class EvaluateDir(StepDir):
+    @property
+    def items(self) -> Path:
+        """Per-item records: ``<variant>.mcq.jsonl`` (benchmarks), ``<variant>.generations.jsonl`` (held-out tasks),
+        ``<model>_vs_<baseline>.judge.jsonl`` (judge verdicts) — what 08_failure_analysis reads."""
+        return self.path / "items"
+
+    @property
+    def table(self) -> Path:
+        """JSON: one row per variant with every benchmark, task score and win-rate (and failures, with reasons)."""
+        return self.path / "table.json"
+
+
+@dataclass(frozen=True)
 class RunDir:
     """The run directory: ``RunDir(path).prepare.corpus`` etc."""
 
@@ -363,6 +377,10 @@ class RunDir:
     @property
     def align(self) -> AlignDir:
         return self.step("align")  # type: ignore[return-value]
+
+    @property
+    def evaluate(self) -> EvaluateDir:
+        return self.step("evaluate")  # type: ignore[return-value]
 
     @property
     def synthesize(self) -> SynthesizeDir:
@@ -422,5 +440,6 @@ _STEP_DIR_CLASSES: dict[str, type[StepDir]] = {
     "merge": MergeDir,
     "align": AlignDir,
     "synthesize": SynthesizeDir,
+    "evaluate": EvaluateDir,
 }
 
