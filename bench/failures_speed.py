@@ -47,7 +47,7 @@ def synthetic_items(n: int, seed: int = 0) -> list:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     t0 = time.perf_counter()
-    from medslm.failures import FailureParams, analyse_failures, language_detector
+    from medslm.failures import FailureAnalysisParams, analyse_failures, language_detector
 
     import_s = time.perf_counter() - t0
     items = synthetic_items(n)
@@ -56,7 +56,7 @@ def main() -> None:
     detector.top("Der Patient wurde entlassen.")  # lingua loads its models at the first detection
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    report = analyse_failures(items, FailureParams())
+    report = analyse_failures(items, FailureAnalysisParams())
     table = report.table()
     worst = {mode: report.worst(mode) for mode in ("language", "verbosity", "repetition", "invalid_json")}
     analysis_s = time.perf_counter() - t0

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from medslm.failures import (
+    FailureAnalysisParams,
     FailureItem,
-    FailureParams,
     analyse_failures,
     check_degeneration,
     check_format,
@@ -274,7 +274,7 @@ def _items() -> list[FailureItem]:
 
 
 def test_analysis_table_and_worst_examples():
-    report = analyse_failures(_items(), FailureParams(worst_examples=2))
+    report = analyse_failures(_items(), FailureAnalysisParams(worst_examples=2))
     table = report.table()
     assert list(table.index) == ["dpo", "sft"] and list(table["answers"]) == [12, 12]
     dpo, sft = table.loc["dpo"], table.loc["sft"]
@@ -312,8 +312,8 @@ def test_items_from_jsonl_and_bad_records(tmp_path):
 
 def test_params_reject_unknown_language():
     with pytest.raises(ValueError, match="unknown language code 'xx'; lingua knows: af"):
-        FailureParams(languages=["de", "xx"])
-    assert FailureParams(languages=["DE", "en", "de"]).languages == ["de", "en"]
+        FailureAnalysisParams(languages=["de", "xx"])
+    assert FailureAnalysisParams(languages=["DE", "en", "de"]).languages == ["de", "en"]
 
 
 def test_plot_failure_rates_shows_the_table():

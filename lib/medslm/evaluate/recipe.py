@@ -137,7 +137,7 @@ class EvaluateRecipe:
             records.append({"variant": variant.label, "id": row.get("id"), "task": row["task"],
                             "format": row.get("format"), "prompt_language": row.get("language"),
                             "answer_language": row.get("answer_language"), "prompt": row["messages"][-2]["content"],
-                            "answer": answer, "reference": reference, "scores": scores,
+                            "answer": answer, "reference": reference, "schema": row["schema"], "scores": scores,
                             "truncated": n_tokens >= self.params.max_new_tokens})
             for key, value in scores.items():
                 totals.setdefault(row["task"], {}).setdefault(key, []).append(value)

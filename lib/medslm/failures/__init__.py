@@ -19,7 +19,6 @@ from medslm.failures.language import (
     language_detector,
     split_sentences,
 )
-from medslm.failures.params_draft import FailureParams
 from medslm.failures.report import (
     MODES,
     Example,
@@ -30,9 +29,10 @@ from medslm.failures.report import (
     read_items,
 )
 from medslm.failures.verbosity import LengthBias, VerbosityCheck, check_verbosity, count_tokens, length_bias
+from medslm.params import FailureAnalysisParams
 
 __all__ = [
-    "MODES", "DegenerationCheck", "Example", "FailureItem", "FailureParams", "FailureReport", "ForeignSpan",
+    "MODES", "DegenerationCheck", "Example", "FailureItem", "FailureAnalysisParams", "FailureReport", "ForeignSpan",
     "FormatCheck", "ForgettingRow", "ItemResult", "LanguageCheck", "LanguageDetector", "LengthBias",
     "VerbosityCheck", "analyse_failures", "check_degeneration", "check_format", "check_language",
     "check_verbosity", "count_tokens", "distinct_n", "forgetting_table", "language_detector",

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from medslm.failures.degeneration import DegenerationCheck, check_degeneration
 from medslm.failures.formats import FormatCheck, check_format
 from medslm.failures.language import LanguageCheck, check_language, language_detector
-from medslm.failures.params_draft import FailureParams
 from medslm.failures.verbosity import Tokenizer, VerbosityCheck, check_verbosity, count_tokens
+from medslm.params import FailureAnalysisParams
 
 FORMATS = ("text", "json")
 MODES = ("language", "verbosity", "repetition", "truncated", "empty", "invalid_json", "schema")
@@ -111,7 +111,7 @@ class FailureReport:
     """Per-item results of :func:`analyse_failures` and the tables and examples built from them."""
 
     results: list[ItemResult]
-    params: FailureParams
+    params: FailureAnalysisParams
     languages: tuple[str, ...] = field(default=())
 
     def frame(self) -> Any:
@@ -165,13 +165,13 @@ def _example(mode: str, result: ItemResult) -> Example | None:
                    float(found[0]))
 
 
-def analyse_failures(items: Iterable[FailureItem], params: FailureParams | None = None,
+def analyse_failures(items: Iterable[FailureItem], params: FailureAnalysisParams | None = None,
                      tokenizer: Tokenizer | None = None, progress: bool = False) -> FailureReport:
     """Run every applicable detector on each item. One lingua detector serves all items: its languages are
     ``params.languages`` plus every prompt language. ``tokenizer`` counts tokens (default: whitespace words)."""
     from tqdm.auto import tqdm
 
-    params = params or FailureParams()
+    params = params or FailureAnalysisParams()
     items = list(items)
     from medslm.failures.language import lingua_language
 
