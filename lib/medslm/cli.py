@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print every resolved value of a profile (defaults included)")
     show.add_argument("profile")
     sub.add_parser("steps", help="list the recipe's steps and their notebooks")
+    figures = sub.add_parser("figures", help="the README's figure table, generated from a run's metrics")
+    figures.add_argument("run_dir")
+    figures.add_argument("--write", metavar="README", help="replace the figure block of this README")
     cells = sub.add_parser("cells", help="regenerate the notebooks' parameters cells from medslm.params")
     cells.add_argument("--check", action="store_true", help="only report notebooks whose cell is out of date")
     return parser
@@ -40,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "show":
             print(load_profile(args.profile).describe())
+            return 0
+        if args.command == "figures":
+            from medslm.figures import figure_table, write_readme
+
+            if args.write:
+                write_readme(args.write, args.run_dir)
+            print(figure_table(args.run_dir))
             return 0
         if args.command == "cells":
             from medslm.notebook import sync_parameters_cells

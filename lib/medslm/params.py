@@ -443,7 +443,8 @@ class AlignParams(StrictModel):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, slower).")
     max_length: int = Field(512, ge=16, le=131072, description="Tokens per example (prompt + answer); longer ones are truncated.")
     # --- SFT ---------------------------------------------------------------------------------------------------
-    sft_epochs: float = Field(3.0, gt=0, le=100, description="SFT: passes over the instruction data.")
+    sft_max_examples: int = Field(1200, ge=0, description="SFT: train on at most this many examples (a seeded sample; 0 = all).")
+    sft_epochs: float = Field(1.0, gt=0, le=100, description="SFT: passes over the instruction data.")
     sft_learning_rate: float = Field(2e-3, gt=0, lt=1, description="SFT: peak learning rate (AdamW, linear decay).")
     sft_batch_size: int = Field(32, ge=1, description="SFT: examples per device per step.")
     assistant_only_loss: bool = Field(
@@ -451,7 +452,8 @@ class AlignParams(StrictModel):
     )
     packing: bool = Field(False, description="SFT: pack examples into max_length blocks (bfd, padding-free); best with flash attention on a GPU.")
     # --- DPO ---------------------------------------------------------------------------------------------------
-    dpo_epochs: float = Field(2.0, gt=0, le=100, description="DPO: passes over the preference pairs.")
+    dpo_max_pairs: int = Field(400, ge=0, description="DPO: train on at most this many pairs (a seeded sample; 0 = all).")
+    dpo_epochs: float = Field(1.0, gt=0, le=100, description="DPO: passes over the preference pairs.")
     dpo_learning_rate: float = Field(5e-4, gt=0, lt=1, description="DPO: peak learning rate.")
     dpo_batch_size: int = Field(16, ge=1, description="DPO: pairs per device per step.")
     beta: float = Field(0.1, gt=0, le=10, description="DPO: strength of the KL penalty to the reference model.")
@@ -463,8 +465,8 @@ class AlignParams(StrictModel):
     save_steps: int = Field(100, ge=0, description="Checkpoint every N steps (0: none).")
     resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters and data.")
     logging_steps: int = Field(10, ge=1, description="Log the losses every N steps.")
-    check_examples: int = Field(200, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
-    max_new_tokens: int = Field(96, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
+    check_examples: int = Field(120, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
 
     @field_validator("loss_type")
     @classmethod

@@ -18,11 +18,11 @@ from typing import Any
 from medslm.evaluate.generative import json_field_accuracy, json_valid, token_f1
 
 
-def sample_rows(rows: list[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """A seeded sample of ``n`` held-out rows, the same for every model compared."""
+def sample_rows(rows: list[dict[str, Any]], n: int, seed: int = 0, purpose: str = "checks") -> list[dict[str, Any]]:
+    """A seeded sample of ``n`` rows (all when there are fewer), the same on every call with the same purpose."""
     if len(rows) <= n:
         return list(rows)
-    return random.Random(f"align-checks:{seed}").sample(rows, n)
+    return random.Random(f"align-{purpose}:{seed}").sample(rows, n)
 
 
 def answer(model_dir: str | Path, rows: list[dict[str, Any]], device: str, max_new_tokens: int,

@@ -90,9 +90,11 @@ class AlignRecipe:
         return {key: len(rows) for key, rows in self.rows.items()}
 
     def dataset(self, key: str):
-        """A ``datasets.Dataset`` of ``sft_train`` (messages) or ``dpo_train``/``dpo_test`` (prompt/chosen/rejected)."""
+        """A ``datasets.Dataset`` of ``sft_train`` (messages) or ``dpo_train``/``dpo_test`` (prompt/chosen/rejected);
+        training sets are capped at ``sft_max_examples``/``dpo_max_pairs`` (a seeded sample)."""
         fields = ("messages",) if key.startswith("sft") else ("prompt", "chosen", "rejected")
-        return as_dataset(self.rows[key], fields)
+        cap = {"sft_train": self.params.sft_max_examples, "dpo_train": self.params.dpo_max_pairs}.get(key, 0)
+        return as_dataset(sample_rows(self.rows[key], cap, self.settings.seed, key) if cap else self.rows[key], fields)
 
     # ---------------------------------------------------------------------------------------------- training
 

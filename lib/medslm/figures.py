@@ -1,0 +1,127 @@
+"""The README's figure table, generated from a run's metrics files (never typed by hand).
+
+``medslm figures RUN_DIR`` prints the table; ``--write README.md`` replaces the block between the markers
+``<!-- figures:start -->`` and ``<!-- figures:end -->``. A test regenerates it from a fresh smoke run and compares
+every number with the README's within a stated tolerance (the toy world's figures vary by ~0.01 between machines).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One cell of the table: a label and the metrics path of each number in it (``{}`` placeholders)."""
+
+    step: str
+    text: str  # e.g. "general probes {} → {}"
+    paths: tuple[str, ...]  # dotted paths into <run>/<step>/metrics.json, one per {}
+    digits: int = 2
+
+
+FIGURES = (
+    Figure("00_prepare", "tiny general model ({} parameters): general probes {}, chat probes {}, medical probes {} "
+           "(chance 0.25)", ("model.parameters", "probes.general", "probes.chat", "probes.medical")),
+    Figure("01_annotate", "lexicon annotator against gold: precision {}, recall {}, F1 {} on {} documents",
+           ("annotation.gold.precision", "annotation.gold.recall", "annotation.gold.f1", "annotation.gold.n")),
+    Figure("02_classify", "at target precision 0.95: validation precision {}, recall {}; full corpus against gold "
+           "precision {}, recall {}", ("threshold.precision", "threshold.recall", "filter.gold.precision",
+                                       "filter.gold.recall")),
+    Figure("03_cpt", "medical probes {} → {}; general {} → {} and chat {} → {} (forgetting)",
+           ("before.probes.medical", "after.probes.medical", "before.probes.general", "after.probes.general",
+            "before.probes.chat", "after.probes.chat")),
+    Figure("04_merge", "selected t = {} with medical {}, general {}, chat {}",
+           ("selection.selected.t", "selection.selected.scores.medical", "selection.selected.scores.general",
+            "selection.selected.scores.chat")),
+    Figure("05_synthesize", "{} SFT and {} DPO training examples; the language filter removed {} of the injected "
+           "wrong/mixed-language answers and {} of the clean ones",
+           ("counts.sft.train", "counts.dpo.train", "faults.language_filter.removed_faulty_share",
+            "faults.language_filter.removed_clean_share")),
+    Figure("06_align", "held-out task score {} → {} (SFT) → {} (DPO); JSON validity {} after SFT; held-out "
+           "preference accuracy {}", ("checks.start.task_score", "checks.sft.task_score", "checks.dpo.task_score",
+                                      "checks.sft.json_validity", "results.dpo.heldout.preference_accuracy")),
+    Figure("07_evaluate", "win-rate of DPO over SFT {} (95 % interval {}–{}), length-controlled {}",
+           ("win_rates.dpo:sft.win_rate", "win_rates.dpo:sft.win_rate_ci95.0", "win_rates.dpo:sft.win_rate_ci95.1",
+            "win_rates.dpo:sft.lc_win_rate")),
+)
+
+
+def lookup(metrics: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (list indices as numbers; keys may contain ':')."""
+    value = metrics
+    for part in path.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
+
+
+def _format(value: Any, digits: int) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
+        return f"{int(value):,}"
+    return f"{value:.{digits}f}"
+
+
+def figure_rows(run_dir: str | Path) -> list[tuple[str, str]]:
+    """(step, sentence) for every figure whose step has metrics in ``run_dir`` and whose values all exist."""
+    rows = []
+    for fig in FIGURES:
+        path = Path(run_dir) / fig.step / "metrics.json"
+        if not path.is_file():
+            continue
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            values = [lookup(metrics, p) for p in fig.paths]
+        except (KeyError, IndexError, TypeError):
+            continue
+        rows.append((fig.step, fig.text.format(*(_format(v, fig.digits) for v in values))))
+    return rows
+
+
+def figure_table(run_dir: str | Path) -> str:
+    """The markdown table of :func:`figure_rows`."""
+    lines = ["| step | figure |", "| --- | --- |", *(f"| {step} | {text} |" for step, text in figure_rows(run_dir))]
+    return "\n".join(lines)
+
+
+def readme_block(readme: str) -> str:
+    """The generated block of a README (between the markers)."""
+    if START not in readme or END not in readme:
+        raise ValueError(f"the README has no {START} … {END} block")
+    return readme.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def write_readme(readme_path: str | Path, run_dir: str | Path) -> None:
+    """Replace the README's figure block with the table of ``run_dir``."""
+    path = Path(readme_path)
+    text = path.read_text(encoding="utf-8")
+    old = readme_block(text)
+    path.write_text(text.replace(old, figure_table(run_dir), 1), encoding="utf-8")
+
+
+def numbers(text: str) -> list[float]:
+    """Every number of a text, in order (thousands separators dropped)."""
+    return [float(n.replace(",", "")) for n in NUMBER.findall(text) if n.replace(",", "").replace(".", "")]
+
+
+def compare(readme_table: str, run_table: str, tolerance: float) -> list[str]:
+    """Where the README's table and a run's differ: other rows or wording, or a number off by more than
+    ``tolerance`` (counts of documents and parameters must match exactly). Empty when they agree."""
+    problems = []
+    readme_rows, run_rows = readme_table.splitlines()[2:], run_table.splitlines()[2:]
+    if [NUMBER.sub("#", r) for r in readme_rows] != [NUMBER.sub("#", r) for r in run_rows]:
+        return [f"rows differ:\nREADME:\n{readme_table}\nrun:\n{run_table}"]
+    for readme_row, run_row in zip(readme_rows, run_rows, strict=True):
+        for a, b in zip(numbers(readme_row), numbers(run_row), strict=True):
+            exact = a.is_integer() and b.is_integer() and max(abs(a), abs(b)) >= 100
+            if (a != b) if exact else abs(a - b) > tolerance:
+                problems.append(f"{readme_row}\n  README {a} vs run {b}")
+    return problems
