@@ -124,9 +124,10 @@ def test_not_a_mapping_and_empty_steps(tmp_path):
         parse_profile({"run": {}}, "x.yaml")
 
 
-def test_planned_step_is_reported_as_such():
-    with pytest.raises(ProfileError, match="planned but not built"):
-        parse_profile({"steps": {"failure_analysis": {}}}, "x.yaml")
+def test_every_step_of_the_recipe_is_built_and_an_unknown_one_is_named():
+    assert set(STEP_PARAMS) == set(STEP_ORDER)
+    with pytest.raises(ProfileError, match="unknown step 'evaluation'; known steps: prepare, annotate"):
+        parse_profile({"steps": {"evaluation": {}}}, "x.yaml")
 
 
 def test_steps_are_ordered_like_the_recipe():

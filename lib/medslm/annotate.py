@@ -192,20 +192,12 @@ def parse_reply(reply: str | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _language_detector() -> Any:
-    """lingua's detector restricted to German and English (built once: it loads language models)."""
-    from lingua import Language, LanguageDetectorBuilder
-
-    return LanguageDetectorBuilder.from_languages(Language.GERMAN, Language.ENGLISH).build()
-
-
 @functools.lru_cache(maxsize=64)
 def detect_language(text: str) -> str:
     """``de`` or ``en``: the likelier of the two for ``text`` (lingua); English when lingua cannot tell."""
-    from lingua import Language
+    from medslm.language import detect
 
-    return "de" if _language_detector().detect_language_of(text) == Language.GERMAN else "en"
+    return "de" if detect(text, ("de", "en")) == "de" else "en"
 
 
 def instruction_language(messages: Messages) -> str:

@@ -785,7 +785,7 @@ class FailureAnalysisParams(StrictModel):
     @field_validator("languages")
     @classmethod
     def _known_languages(cls, value: list[str]) -> list[str]:
-        from medslm.failures.language import lingua_language
+        from medslm.language import lingua_language
 
         for code in value:
             lingua_language(code)  # raises ValueError naming the code and what is allowed

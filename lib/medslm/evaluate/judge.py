@@ -149,21 +149,10 @@ _ANSWER = re.compile(r"\[Answer (A|B)\]\n(.*?)\n\[End of \1\]", re.DOTALL)
 _REFERENCE = re.compile(r"(?:Reference answer|Referenzantwort):\n(.*?)\n\n", re.DOTALL)
 
 
-def _detector():
-    from lingua import Language, LanguageDetectorBuilder
-
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = LanguageDetectorBuilder.from_languages(Language.ENGLISH, Language.GERMAN).build()
-    return _DETECTOR
-
-
-_DETECTOR = None
-
-
 def _language(text: str) -> str | None:
-    found = _detector().detect_language_of(text)
-    return None if found is None else found.iso_code_639_1.name.lower()
+    from medslm.language import detect
+
+    return detect(text, ("de", "en"))
 
 
 def reference_judge(messages: list[dict[str, str]]) -> str:

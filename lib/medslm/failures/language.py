@@ -32,19 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from medslm.language import lingua_detector, lingua_language
+
 WORD = re.compile(r"[^\W\d_]+(?:[-'’.]?\w+)*")  # a word has at least one letter; numbers are not words
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "—")
-
-
-def lingua_language(code: str) -> Any:
-    """The lingua ``Language`` of an ISO 639-1 code; a clear error for an unknown code."""
-    from lingua import IsoCode639_1, Language
-
-    try:
-        return Language.from_iso_code_639_1(IsoCode639_1.from_str(code.lower()))
-    except (ValueError, AttributeError):
-        known = sorted(lang.iso_code_639_1.name.lower() for lang in Language.all())
-        raise ValueError(f"unknown language code {code!r}; lingua knows: {', '.join(known)}") from None
 
 
 @dataclass(frozen=True)
@@ -89,10 +80,8 @@ class LanguageDetector:
     """lingua restricted to ``languages`` (ISO 639-1 codes); results of repeated texts are cached."""
 
     def __init__(self, languages: tuple[str, ...]):
-        from lingua import LanguageDetectorBuilder
-
         self.languages = languages
-        self._lingua = LanguageDetectorBuilder.from_languages(*(lingua_language(c) for c in languages)).build()
+        self._lingua = lingua_detector(languages)
         self._top: dict[str, tuple[str, float]] = {}
         self._segments: dict[str, list[tuple[int, int, str, int]]] = {}
 

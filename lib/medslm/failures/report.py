@@ -173,7 +173,7 @@ def analyse_failures(items: Iterable[FailureItem], params: FailureAnalysisParams
 
     params = params or FailureAnalysisParams()
     items = list(items)
-    from medslm.failures.language import lingua_language
+    from medslm.language import lingua_language
 
     for it in items:
         try:

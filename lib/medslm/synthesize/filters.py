@@ -23,7 +23,6 @@ from medslm.synthesize.grid import Example
 from medslm.synthesize.tasks import Task
 
 FILTERS = ("json", "language", "length", "dedup", "judge")
-LINGUA_NAMES = {"de": "GERMAN", "en": "ENGLISH"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -75,12 +74,10 @@ class LanguageFilter:
 
     def __init__(self, languages: list[str], min_sentence_words: int = 5, max_foreign_share: float = 0.0,
                  min_confidence: float = 0.7):
-        from lingua import Language, LanguageDetectorBuilder
+        from medslm.language import lingua_detector, lingua_language
 
-        if len(set(languages)) < 2:
-            raise ValueError("language identification needs at least two languages to tell apart")
-        self.codes = {getattr(Language, LINGUA_NAMES[lang]): lang for lang in languages}
-        self.detector = LanguageDetectorBuilder.from_languages(*self.codes).build()
+        self.detector = lingua_detector(languages)
+        self.codes = {lingua_language(lang): lang for lang in languages}
         self.min_sentence_words, self.max_foreign_share = min_sentence_words, max_foreign_share
         self.min_confidence = min_confidence
 
