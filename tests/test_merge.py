@@ -545,3 +545,21 @@ def test_recipe_scores_by_heldout_perplexity_without_probes(trained_pair, tmp_pa
     assert (run.merge.path / "linear" / "mergekit_config.yml").is_file()
     assert read_json(run.merge.metrics)["method"] == "linear"
     assert [r["t"] for r in read_json(run.merge.metrics)["sweep"]] == [0.0, 0.5, 1.0]
+
+
+def test_recipe_runs_mediphi_and_keeps_it_without_scores(trained_pair, tmp_path):
+    from medslm.rundir import RunDir, read_json
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(trained_pair["instruct"], run.prepare.model)
+    shutil.copytree(trained_pair["cpt"], run.cpt.model)
+    params = MergeParams(method="mediphi", experts=[str(trained_pair["random"])], density=0.9)
+    recipe = mg.MergeRecipe(params, run, device="cpu", progress=False)
+    assert recipe.setup().merge_method == "breadcrumbs" and [p.role for p in recipe.parents] == ["instruct", "cpt",
+                                                                                                 "expert 1"]
+    assert recipe.merge() == [run.merge.path / "mediphi" / "final"]
+    assert (run.merge.path / "mediphi" / "stages").is_dir() and not run.merge.sweep.exists()
+    metrics = recipe.run_all()  # the script's path: setup again, merges reused, evaluated, selected, saved
+    assert recipe.scored_by == "none" and metrics["selection"]["fallback"]
+    assert "no probes and no held-out texts" in metrics["selection"]["note"]
+    assert read_json(run.merge.selected / "selection.json")["source_dir"] == str(run.merge.path / "mediphi" / "final")

@@ -76,9 +76,9 @@ class SelectionRule:
     def describe(self, reference: SweepPoint) -> str:
         terms = [f"{c.metric} {'>=' if c.higher_is_better else '<='} {c.fraction:g} × {self.reference_label} "
                  f"{c.metric} ({reference.scores[c.metric]:.4g}) = {c.threshold(reference.scores[c.metric]):.4g} and "
-                 f"{'>' if c.higher_is_better else '<'} {self.parent_label}'s" for c in self.constraints]
+                 f"{'above' if c.higher_is_better else 'below'} {self.parent_label}'s" for c in self.constraints]
         return (f"{'maximize' if self.maximize else 'minimize'} {self.target} over the merges (0 < t < 1) subject to "
-                + (" and ".join(terms) or "no constraint"))
+                + ("; ".join(terms) or "no constraint"))
 
 
 @dataclass
