@@ -1,4 +1,4 @@
-"""Predicted vs measured peak RAM of mergekit merges (medslm.merge.estimate_merge_memory).
+"""Predicted vs measured peak RAM of mergekit merges (medslm.merge.memory.estimate_merge_memory).
 
 Builds random Llama models of about 50 MB and 200 MB (float32 safetensors) in a temporary folder, runs each merge
 in a fresh subprocess (so imports are counted once, as in a notebook kernel that starts with the merge) and reads
@@ -41,9 +41,11 @@ def worker(argv: list[str]) -> None:
     from medslm import merge as mg
 
     if argv[0] == "merge":
-        cfg = json.loads(argv[1])
+        from mergekit.config import MergeConfiguration
+
+        config = MergeConfiguration.model_validate_json(argv[1])
         shard = None if argv[3] == "auto" else int(argv[3])
-        mg.merge(cfg, argv[2], out_shard_size=shard, memory_check=False, check=False)
+        mg.run_mergekit(config, argv[2], out_shard_size=shard, memory_check=False, check=False)
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes()}))
 
 
@@ -81,12 +83,12 @@ def main() -> None:
             cases.append((f"slerp_2x{name}_shard20M", mg.slerp_config(a, b, 0.5), str(20_000_000)))
             cases.append((f"ties_3x{name}", mg.build_config("ties", a, [b, c], density=0.5), "auto"))
         cases.append(("slerp_2x200MB_bf16_out", mg.slerp_config(*models["200MB"][:2], 0.5, dtype="bfloat16"), "auto"))
-        for case, cfg, shard in cases:
-            est = mg.estimate_merge_memory(mg.config_models(cfg), dtype=cfg["dtype"], method=cfg["merge_method"],
+        for case, config, shard in cases:
+            est = mg.estimate_merge_memory(mg.config_models(config), dtype=config.dtype, method=config.merge_method,
                                            out_shard_size=None if shard == "auto" else int(shard),
                                            available_bytes=1 << 40)
             out = root / f"out_{case}"
-            measured = run_child("merge", json.dumps(cfg), str(out), shard)
+            measured = run_child("merge", config.model_dump_json(), str(out), shard)
             print(json.dumps({
                 "figure": "merge_peak_rss_mib", "case": case,
                 "one_model_mib": round(est["model_bytes"][0] / mib, 1),

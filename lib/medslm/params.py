@@ -375,6 +375,10 @@ class MergeParams(StrictModel):
     select_metric: str = Field("medical", min_length=1, description="Score the selection maximises (a key of the evaluation).")
     min_general_fraction: float = Field(0.85, ge=0.0, le=1.0, description="Keep general score >= this share of the instruct model's.")
     min_chat_fraction: float = Field(0.7, ge=0.0, le=1.0, description="Keep chat score >= this share of the instruct model's.")
+    max_general_ppl_increase: float = Field(
+        0.05, ge=0.0, le=1.0, description="Runs without probes: keep general perplexity <= (1 + this) x the instruct model's."
+    )
+    eval_max_texts: int = Field(64, ge=1, description="Runs without probes: held-out medical and general texts scored per model (each).")
     sanity_prompt: str = Field("What is the capital of France?", min_length=1, description="Prompt of the greedy-generation sanity check of each merge.")
 
     @field_validator("t_list")
