@@ -147,7 +147,6 @@ def test_lexicon_annotator_f1_on_the_toy_world(toy_docs):
     assert report["unparseable"] == 0
     assert report["medical_share_per_kind"]["adversarial"] == 0.0
     assert report["medical_share_per_kind"]["ambiguous"] <= 0.1
-    assert stats["docs_per_s"] > 500
 
 
 @pytest.mark.parametrize("text, medical", [

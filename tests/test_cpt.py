@@ -114,10 +114,11 @@ def test_params_reject_bad_values(values, field, words):
 
 
 def test_params_combinations_that_are_fine():
-    CptParams(mode="lora", train_embeddings=True)
-    CptParams(save_steps=0, resume=False)
-    CptParams(mode="lora", num_processes=8, accelerate_config="fsdp_8gpu")
-    CptParams(warmup=10)
+    assert CptParams(mode="lora", train_embeddings=True).train_embeddings
+    assert CptParams(save_steps=0, resume=False).save_steps == 0
+    several = CptParams(mode="lora", num_processes=8, accelerate_config="fsdp_8gpu")
+    assert (several.num_processes, several.accelerate_config) == (8, "fsdp_8gpu")
+    assert CptParams(warmup=10).warmup == 10  # from 1 on: a number of warm-up steps
 
 
 def test_profile_reports_cpt_field_errors(tmp_path):

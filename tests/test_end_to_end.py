@@ -64,7 +64,7 @@ def test_prepare_outputs_load(smoke):
     model = AutoModelForCausalLM.from_pretrained(d.model)
     tok = AutoTokenizer.from_pretrained(d.model)
     assert model.config.vocab_size == len(tok) and tok.chat_template
-    assert read_json(d.base_model)["ref"] == str(d.model)
+    assert read_json(d.base_model)["ref"] == "00_prepare/model"  # inside the run: relative, a copied run uses its copy
     for fig in ("corpus", "pretrain_loss", "probes"):
         assert d.figure(fig).stat().st_size > 1000
 
@@ -90,13 +90,10 @@ def test_same_seed_gives_the_same_corpus(smoke):
 
 
 @pytest.mark.slow
-def test_second_run_skips_everything_quickly(smoke):
-    t0 = time.perf_counter()
-    proc = run_cli("run", str(smoke["profile"]))
-    seconds = time.perf_counter() - t0
+def test_second_run_skips_everything(smoke):
+    proc = run_cli("run", str(smoke["profile"]))  # how long this takes is a bench figure (bench/prepare_time.py)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("unchanged, skipped") == len(smoke["steps"])
-    assert seconds < 20, seconds
 
 
 @pytest.mark.slow
@@ -154,3 +151,33 @@ def test_annotate_and_classify_acceptance(smoke):
     assert len(kept) == classify["filter"]["kept"] and kept
     for fig in ("precision_recall", "confusion", "scores"):
         assert rd.classify.figure(fig).stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_synthesize_align_evaluate_and_failure_analysis_ran(smoke):
+    rd = smoke["run"]
+    synth = read_json(rd.synthesize.metrics)
+    assert synth["counts"]["sft"]["train"] >= 3000 and synth["counts"]["dpo"]["train"] >= 1000, synth["counts"]
+    align = read_json(rd.align.metrics)
+    assert set(align["checks"]) == {"start", "sft", "dpo"} and set(align["results"]) == {"sft", "dpo"}
+    for stage in ("sft", "dpo"):
+        assert (rd.align.model(stage) / "model.safetensors").is_file() and (rd.align.model(stage) / "README.md").is_file()
+    table = read_json(rd.evaluate.table)
+    assert [row["variant"] for row in table] == ["instruct", "cpt", "merge", "sft", "dpo"]
+    assert all(row["status"] == "ok" for row in table), table
+    for row in table:
+        records = read_jsonl(rd.evaluate.items / f"{row['variant']}.toy_probes.mcq.jsonl")
+        assert row["toy_probes"] == pytest.approx(sum(r["correct"] for r in records) / len(records))
+    failures = read_json(rd.step("failure_analysis").metrics)
+    assert set(failures["rates"]) == {"instruct", "cpt", "merge", "sft", "dpo"} and failures["story"]
+
+
+@pytest.mark.slow
+def test_readme_figures_are_this_runs(smoke):
+    """The README's figure table is generated from a smoke run (medslm figures); this run must reproduce it
+    within 0.02 (the toy world's figures vary by ~0.01 between machines; counts must match exactly)."""
+    from medslm.figures import compare, figure_table, readme_block
+
+    readme = readme_block((REPO / "README.md").read_text(encoding="utf-8"))
+    problems = compare(readme, figure_table(smoke["run"].path), tolerance=0.02)
+    assert not problems, "\n".join(problems)

@@ -228,12 +228,10 @@ def test_server_down_retries_then_names_url_and_keeps_the_cache(tmp_path):
         up.close()
     dead = f"http://127.0.0.1:{free_port()}/v1"
     down = LLM(OpenAIBackend(dead, "m", concurrency=2, max_retries=2, backoff_s=0.01, timeout_s=5), tmp_path / "cache")
-    t0 = time.perf_counter()
     with pytest.raises(LLMServerError) as err:
         down.generate(PROMPTS)
     msg = str(err.value)
     assert f"{dead}/chat/completions" in msg and "3 attempt(s)" in msg and "3 replies cached" in msg
-    assert time.perf_counter() - t0 < 30
     assert down.stats["cached"] == 3 and down.stats["calls"] == 3
     assert len(ReplyCache(tmp_path / "cache")) == 3  # what was cached before is kept
 

@@ -20,7 +20,10 @@ from medslm.models import (
 
 
 def test_precision_choice_on_cpu():
-    assert resolve_device("auto") in ("cpu", "cuda")
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+            resolve_device("cuda")
     assert choose_precision("cpu") == "fp32"
     assert choose_precision("cpu", "bf16") == "bf16"  # explicit choice is honoured where it works
     with pytest.raises(ValueError, match="fp16 is not supported for training on a CPU"):
