@@ -1,6 +1,7 @@
 """medslm's MCQ scorer against lm-evaluation-harness itself (lm_eval.simple_evaluate with its ``hf`` model, offline,
 on a local task YAML): per-item predictions identical and log-likelihoods within 1e-4, for a tokenizer that adds
-BOS and one that does not, on ≥ 100 items with contexts of ≥ 400 tokens (plus a few past the model's window)."""
+BOS and one that does not, on ≥ 100 items with contexts of ≥ 400 tokens, a few past the model's window and 24 short
+ones (the batched path)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,19 @@ from medslm.evaluate.reference import lm_eval_logliks
 from medslm.models import load_model, load_tokenizer, save_model
 from tests.conftest import SAMPLE_TEXTS, build_tiny_model_dir
 
-N_LONG, N_TRUNCATED, MAX_POSITIONS = 100, 6, 512
+N_LONG, N_TRUNCATED, N_SHORT, MAX_POSITIONS = 100, 6, 24, 512
 WORDS = sorted({w.strip(".") for t in SAMPLE_TEXTS for w in t.split()})
 CHOICE_WORDS = WORDS + ["Zürich", "Ärztin", "Blutdruck", "q.i.d.", "42 mg", "Ödem", "x"]
 ENDINGS = ["", " ", "\n", "\nAnswer:", " Antwort:", "  "]
 
 
 def make_items(tokenizer, seed: int = 0) -> list[dict]:
-    """Contexts of ≥ 400 tokens (a few longer than the window), 4 choices of 1–3 words, varied endings."""
+    """Contexts of ≥ 400 tokens (the shared-context path), a few longer than the window, and short ones (< 128
+    tokens: every choice row of every item batched together); 4 choices of 1–3 words, varied endings."""
     rng = random.Random(seed)
     items = []
-    for i in range(N_LONG + N_TRUNCATED):
-        target = 400 if i < N_LONG else MAX_POSITIONS + 40
+    for i in range(N_LONG + N_TRUNCATED + N_SHORT):
+        target = 400 if i < N_LONG else MAX_POSITIONS + 40 if i < N_LONG + N_TRUNCATED else rng.randint(5, 60)
         sentences: list[str] = []
         n_tokens = 0
         while n_tokens < target + 10:  # counted per sentence; the test checks the joined context's length
@@ -78,7 +80,8 @@ def test_scores_equal_lm_eval(parity_models, kind, tmp_path):
     assert adds_bos == (kind == "with_bos")  # the two tokenizers really differ
     items = make_items(tokenizer, seed=7)
     lengths = [len(tok_encode(tokenizer, it["context"])) for it in items]
-    assert min(lengths[:N_LONG]) >= 400 and min(lengths[N_LONG:]) > MAX_POSITIONS
+    assert min(lengths[:N_LONG]) >= 400 and min(lengths[N_LONG:N_LONG + N_TRUNCATED]) > MAX_POSITIONS
+    assert max(lengths[N_LONG + N_TRUNCATED:]) < 128
 
     reference = lm_eval_logliks(folder, items, tmp_path, batch_size=16)
     ours = score_mcq(model, tokenizer, items, batch_size=4)

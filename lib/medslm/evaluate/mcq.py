@@ -190,11 +190,15 @@ def _loglikelihood_tokens(model: Any, tokenizer: Any, encoded: Sequence[tuple[li
         for row, i in enumerate(idx):
             batch[row, : len(rows[i][0])] = torch.tensor(rows[i][0])
         logits = model(input_ids=batch.to(device)).logits  # right padding: causal rows are unaffected
-        for row, i in enumerate(idx):
-            inp, cont = rows[i]
-            positions = slice(len(inp) - len(cont), len(inp))
-            targets = torch.tensor(cont, device=device)
-            out[i] = float(_gather_logprobs(logits[row, positions], targets).sum())
+        # the continuation positions of every row, gathered so that one log-softmax serves the whole batch
+        rows_idx = [row for row, i in enumerate(idx) for _ in rows[i][1]]
+        cols_idx = [len(rows[i][0]) - len(rows[i][1]) + k for i in idx for k in range(len(rows[i][1]))]
+        targets = torch.tensor([t for i in idx for t in rows[i][1]], device=device)
+        logprobs = _gather_logprobs(logits[rows_idx, cols_idx], targets).tolist()
+        start_row = 0
+        for i in idx:
+            n = len(rows[i][1])
+            out[i], start_row = float(sum(logprobs[start_row:start_row + n])), start_row + n
     model.train(was_training)
     return out
 
@@ -249,29 +253,36 @@ def score_mcq(
     progress: bool = False,
     add_bos_token: bool | None = None,
     max_length: int | None = None,
+    shared_context_min_tokens: int = 128,
 ) -> list[MCQResult]:
     """Score multiple-choice items by log-likelihood (lm-eval's numbers; see the module docstring).
 
-    ``batch_size``: choice rows per forward pass after a shared context, and requests per batch on the
-    per-request path (items longer than ``max_length``)."""
+    Items whose context has at least ``shared_context_min_tokens`` tokens run the context once and score their
+    choices from its KV cache; shorter ones (and items longer than ``max_length``) take lm-eval's per-request path,
+    every choice row of every item in length-sorted batches of ``batch_size`` rows — both give lm-eval's numbers."""
     items = [it if isinstance(it, MCQItem) else MCQItem.from_record(it) for it in items]
     window = model_max_length(model, max_length)
     was_training = model.training
     model.eval()
-    results = []
+    logliks: list[list[float] | None] = [None] * len(items)
+    short: list[tuple[int, list[tuple[list[int], list[int]]]]] = []  # (item index, its pairs)
     try:
-        for item in tqdm(items, desc="multiple choice", disable=not progress):
+        for i, item in enumerate(tqdm(items, desc="multiple choice", disable=not progress)):
             pairs = _checked_pairs(tokenizer, item.context, [item.delimiter + ch for ch in item.choices], add_bos_token)
             ctx = pairs[0][0]
             shared = all(p[0] == ctx for p in pairs) and all(len(ctx) + len(c) <= window + 1 for _, c in pairs)
-            if shared:
-                logliks = _score_shared_context(model, ctx, [c for _, c in pairs], batch_size)
+            if shared and len(ctx) >= shared_context_min_tokens:
+                logliks[i] = _score_shared_context(model, ctx, [c for _, c in pairs], batch_size)
             else:
-                logliks = _loglikelihood_tokens(model, tokenizer, pairs, batch_size, window)
-            results.append(MCQResult(item, logliks))
+                short.append((i, pairs))
+        if short:  # short contexts: every row of every item in length-sorted batches (lm-eval's own path)
+            flat = _loglikelihood_tokens(model, tokenizer, [p for _, pairs in short for p in pairs], batch_size, window)
+            start = 0
+            for i, pairs in short:
+                logliks[i], start = flat[start:start + len(pairs)], start + len(pairs)
     finally:
         model.train(was_training)
-    return results
+    return [MCQResult(item, scores) for item, scores in zip(items, logliks, strict=True)]
 
 
 def accuracy(results: Sequence[MCQResult], by: Sequence[str] = ()) -> dict[str, dict[str, float]]:
