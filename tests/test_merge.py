@@ -563,3 +563,18 @@ def test_recipe_runs_mediphi_and_keeps_it_without_scores(trained_pair, tmp_path)
     assert recipe.scored_by == "none" and metrics["selection"]["fallback"]
     assert "no probes and no held-out texts" in metrics["selection"]["note"]
     assert read_json(run.merge.selected / "selection.json")["source_dir"] == str(run.merge.path / "mediphi" / "final")
+
+
+def test_chord_gap_against_hand_computed_interpolation():
+    """Parents at (general, medical) = (0.9, 0.3) and (0.5, 0.7): the chord gives medical 0.5 at general 0.7, so a
+    merge at (0.7, 0.55) lies 0.05 above it and one at (0.8, 0.35) 0.05 below."""
+    from medslm.merge.selection import chord_gaps
+    from medslm.merge.sweep import SweepPoint
+
+    points = [SweepPoint(0.0, "instruct", False, "a", {"general": 0.9, "medical": 0.3}),
+              SweepPoint(0.3, "merge", True, "m1", {"general": 0.8, "medical": 0.35}),
+              SweepPoint(0.6, "merge", True, "m2", {"general": 0.7, "medical": 0.55}),
+              SweepPoint(1.0, "cpt", False, "b", {"general": 0.5, "medical": 0.7})]
+    gaps = chord_gaps(points)
+    assert gaps == pytest.approx({"0.3": -0.05, "0.6": 0.05})
+    assert chord_gaps(points[1:3]) is None  # without both parents there is no chord

@@ -64,6 +64,9 @@ def plot_merge_tradeoff(
     xs = [float(r["scores"][x]) for r in pts]
     ys = [float(r["scores"][y]) for r in pts]
     ax.plot(xs, ys, "-", color="0.6", zorder=1)
+    ends = [(x_, y_) for r, x_, y_ in zip(pts, xs, ys, strict=True) if not r.get("merged", r["label"] == "merge")]
+    if len(ends) == 2:  # the chord: what interpolating the two parents' scores would give
+        ax.plot(*zip(*ends, strict=True), "--", color="0.75", lw=1, zorder=0, label="chord (parents' scores mixed)")
     for r, xv, yv in zip(pts, xs, ys, strict=True):
         failed = (r.get("sanity") or {}).get("ok") is False
         if r.get("merged", r["label"] == "merge"):

@@ -20,7 +20,14 @@ from medslm.merge.compat import check_compatible
 from medslm.merge.execute import run_stages
 from medslm.merge.memory import check_memory, estimate_merge_memory
 from medslm.merge.parents import Parent, resolve_parents
-from medslm.merge.selection import Selection, SelectionRule, save_selection, select_merge, select_nearest
+from medslm.merge.selection import (
+    Selection,
+    SelectionRule,
+    chord_gaps,
+    save_selection,
+    select_merge,
+    select_nearest,
+)
 from medslm.merge.sweep import (
     Evaluator,
     PlannedMerge,
@@ -180,6 +187,7 @@ class MergeRecipe:
             "parents": {p.label: dict(p.scores) for p in self.points if not p.merged},
             "sweep": [p.row() for p in self.points],
             "selection": self.selection.as_dict(), "selected_dir": str(self.out.selected),
+            "chord": {x: chord_gaps(self.points, x, self.params.select_metric) for x in ("general", "chat")},
         }
 
     def save(self) -> dict[str, Any]:

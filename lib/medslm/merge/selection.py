@@ -194,3 +194,16 @@ def save_selection(selection: Selection, selected_dir: str | Path) -> Path:
     shutil.rmtree(selected_dir, ignore_errors=True)
     os.replace(tmp, selected_dir)
     return selected_dir
+
+
+def chord_gaps(points: Sequence[SweepPoint], x: str = "general", y: str = "medical") -> dict[str, float] | None:
+    """Does merging beat interpolating the scores? For each merge: its ``y`` minus the ``y`` of the straight line
+    (the chord) between the two parents in the (x, y) plane, read at the merge's ``x``. Positive: the merge keeps more
+    of ``y`` than a mix of the parents' scores would at the same ``x``. None without both parents' scores."""
+    parents = {p.t: p.scores for p in points if not p.merged}
+    start, end = parents.get(0.0, {}), parents.get(1.0, {})
+    if not all(k in s for s in (start, end) for k in (x, y)) or start[x] == end[x]:
+        return None
+    slope = (end[y] - start[y]) / (end[x] - start[x])
+    return {f"{p.t:g}": p.scores[y] - (start[y] + slope * (p.scores[x] - start[x]))
+            for p in points if p.merged and x in p.scores and y in p.scores}
