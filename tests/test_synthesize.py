@@ -418,3 +418,11 @@ def test_a_german_only_run_still_catches_english(tmp_path):
     bad = [e for e in synth.examples if {"wrong_language", "mixed_language"} & set(e.faults)]
     assert len(bad) >= 30
     assert sum(e.verdicts["language"] == "removed" for e in bad) / len(bad) >= 0.95
+
+
+def test_funnel_figure_shows_every_filter(smoke, tmp_path):
+    from medslm import plots
+
+    fig = plots.plot_synthesis_funnel(smoke["synth"].funnel)
+    path = plots.save_figure(fig, tmp_path / "funnel.png")
+    assert path.stat().st_size > 1000 and fig.axes[0].get_legend() is not None

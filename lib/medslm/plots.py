@@ -271,6 +271,9 @@ def plot_synthesis_funnel(funnel: Mapping[str, Any], title: str = "What each fil
     ax_removed.set_xlabel("examples removed")
     ax_removed.set_title("removed, by the first filter that caught them")
     ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 # ---- 08_failure_analysis ---------------------------------------------------------------------------------------
