@@ -103,8 +103,10 @@ def write_readme(readme_path: str | Path, run_dir: str | Path) -> None:
     """Replace the README's figure block with the table of ``run_dir``."""
     path = Path(readme_path)
     text = path.read_text(encoding="utf-8")
-    old = readme_block(text)
-    path.write_text(text.replace(old, figure_table(run_dir), 1), encoding="utf-8")
+    readme_block(text)  # raises when the markers are missing
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    path.write_text(f"{before}{START}\n{figure_table(run_dir)}\n{END}{after}", encoding="utf-8")
 
 
 def numbers(text: str) -> list[float]:
