@@ -96,3 +96,14 @@ def served_model(tiny_model_dir, tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models run fastest on one torch thread, and stay fast when other jobs share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

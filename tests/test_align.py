@@ -18,6 +18,8 @@ FAST = dict(sft_batch_size=4, dpo_batch_size=4, sft_epochs=1, dpo_epochs=1, save
 QUESTIONS = [("What treats diabetes?", "Metformin."), ("Was behandelt Asthma?", "Salbutamol."),
              ("What does the heart do?", "It pumps blood."), ("Hauptstadt von Frankreich?", "Paris.")]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _sft_rows(n: int = 16) -> list[dict]:
     return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "task": "qa"}
@@ -30,12 +32,6 @@ def _dpo_rows(n: int = 16) -> list[dict]:
              "rejection": "verbose"} for q, a in (QUESTIONS[i % 4] for i in range(n))]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

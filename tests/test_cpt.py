@@ -22,6 +22,8 @@ from medslm.training import loss_curve
 FAST = dict(block_size=32, batch_size=4, max_steps=4, save_steps=2, logging_steps=1, learning_rate=1e-2,
             embedding_learning_rate=1e-3)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _documents(n: int = 48) -> list[dict]:
     """Documents of different lengths (some longer than a block) built from the sample sentences."""
@@ -43,13 +45,6 @@ HELDOUT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread, and stay fast when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import build_tiny_model_dir
 
 from medslm.evaluate.benchmarks import BenchmarkError
@@ -28,6 +27,8 @@ PROBES = [
 ]
 SCHEMA = {"type": "object", "properties": {"drug": {"type": "string"}}, "required": ["drug"]}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _rows() -> list[dict]:
     text = {"messages": [{"role": "user", "content": "Was behandelt Metformin?"},
@@ -39,12 +40,6 @@ def _rows() -> list[dict]:
     return [text, js, {**text, "id": "t3"}, {**js, "id": "t4"}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

@@ -143,6 +143,15 @@ Device = Literal["auto", "cpu", "cuda"]
 Language = Literal["de", "en"]
 
 
+def server_url(value: str | None, needed_by: str | None, field: str = "base_url") -> str | None:
+    """An OpenAI-compatible server URL (http or https): required when ``needed_by`` names the choice that needs it."""
+    if needed_by and not value:
+        raise ValueError(f"{needed_by} needs {field}, the server URL up to /v1, e.g. http://127.0.0.1:8000/v1")
+    if value is not None and not re.match(r"^https?://", value):
+        raise ValueError(f"{field} {value!r} must start with http:// or https://")
+    return value
+
+
 class RunParams(StrictModel):
     """What every step of a run shares."""
 

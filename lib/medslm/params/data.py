@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator
 from medslm.params.base import (
     Language,
     StrictModel,
+    server_url,
 )
 
 
@@ -109,11 +109,7 @@ class AnnotateParams(StrictModel):
     @field_validator("base_url")
     @classmethod
     def _openai_url(cls, value: str | None, info: Any) -> str | None:
-        if info.data.get("backend") == "openai" and not value:
-            raise ValueError("the openai backend needs base_url, e.g. http://127.0.0.1:8000/v1")
-        if value is not None and not re.match(r"^https?://", value):
-            raise ValueError(f"base_url {value!r} must start with http:// or https://")
-        return value
+        return server_url(value, "the openai backend" if info.data.get("backend") == "openai" else None)
 
     @field_validator("gold_file")
     @classmethod

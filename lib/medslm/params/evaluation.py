@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from medslm.params.base import (
     StrictModel,
+    server_url,
 )
 
 
@@ -53,6 +54,11 @@ class EvaluateParams(StrictModel):
         if bad:
             raise ValueError(f"comparisons {bad} must be written model:baseline, e.g. dpo:instruct")
         return value
+
+    @field_validator("judge_base_url")
+    @classmethod
+    def _judge_url(cls, value: str | None, info: Any) -> str | None:
+        return server_url(value, "judge openai" if info.data.get("judge") == "openai" else None, "judge_base_url")
 
     @field_validator("judge_model")
     @classmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -10,6 +9,7 @@ from pydantic import Field, field_validator
 from medslm.params.base import (
     Language,
     StrictModel,
+    server_url,
 )
 from medslm.params.training import LLAMA_PROJECTIONS
 
@@ -126,17 +126,12 @@ class SynthesizeParams(StrictModel):
     @field_validator("base_url")
     @classmethod
     def _teacher_url(cls, value: str | None, info: Any) -> str | None:
-        if info.data.get("teacher") == "openai" and not value:
-            raise ValueError("teacher openai needs base_url, e.g. http://127.0.0.1:8000/v1")
-        if value is not None and not re.match(r"^https?://", value):
-            raise ValueError(f"base_url {value!r} must start with http:// or https://")
-        return value
+        return server_url(value, "teacher openai" if info.data.get("teacher") == "openai" else None)
 
     @field_validator("judge_base_url")
     @classmethod
     def _judge_url(cls, value: str | None, info: Any) -> str | None:
-        if info.data.get("judge") == "openai" and not value:
-            raise ValueError("judge openai needs judge_base_url, e.g. http://127.0.0.1:8000/v1")
+        server_url(value, "judge openai" if info.data.get("judge") == "openai" else None, "judge_base_url")
         if info.data.get("judge") in ("openai", "transformers") and not info.data.get("judge_model"):
             raise ValueError(f"judge {info.data['judge']} needs judge_model")
         return value
