@@ -196,7 +196,10 @@ def grouped_optimizer(model: Any, learning_rate: float, param_lrs: dict[str, flo
 def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings,
                   optimizers: tuple[Any, Any] = (None, None), callbacks: list[Any] | None = None,
                   param_lrs: dict[str, float] | None = None):
-    """The ``Trainer`` :func:`train_lm` uses, for callers that need its state (global step, checkpoints)."""
+    """The ``Trainer`` :func:`train_lm` uses, for callers that need its state (global step, checkpoints).
+    Training progress (step, loss, ETA) reaches ``medslm run``'s terminal through :mod:`medslm.progress`."""
+    from medslm.progress import trainer_callback
+
     return _lm_trainer_class()(
         model=model,
         args=training_arguments(settings),
@@ -204,7 +207,7 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSetti
         data_collator=lm_collator(tokenizer),
         processing_class=tokenizer,
         optimizers=optimizers,
-        callbacks=callbacks,
+        callbacks=[trainer_callback(), *(callbacks or [])],
         param_lrs=param_lrs,
     )
 
