@@ -79,28 +79,28 @@ def kernel_config() -> Any:
 TRACEBACK_LAST_LINE = re.compile(r"^(?P<ename>[A-Za-z_][\w.]*): (?P<evalue>.*)$")
 
 
-def cell_error(executed: Path, cell_index: int) -> tuple[str, str, str]:
-    """``(ename, evalue, first source line)`` of a failed cell of an executed notebook.
+def cell_error(executed: Path) -> tuple[str, str]:
+    """``(ename, evalue)`` of the failed cell of an executed notebook (papermill marks it ``status: failed``).
 
-    IPython sometimes cannot render a traceback (an exception re-raised from a worker thread, as an LLM client
+    IPython sometimes cannot render a traceback (an exception re-raised from a worker thread, as the LLM client
     does) and prints it on the cell's stderr instead; papermill then reports ``CellExecutionError`` with an empty
     message. The exception's own line is then the last line of that printed traceback."""
     import nbformat
 
     try:
-        cell = nbformat.read(executed, as_version=4).cells[cell_index]
-    except (OSError, ValueError, IndexError):
-        return "", "", ""
-    source = next((line for line in cell.get("source", "").splitlines() if line.strip()), "")
-    for out in reversed(cell.get("outputs", [])):
+        cells = nbformat.read(executed, as_version=4).cells
+    except (OSError, ValueError):
+        return "", ""
+    failed = [c for c in cells if c.get("metadata", {}).get("papermill", {}).get("status") == "failed"]
+    for out in reversed(failed[-1].get("outputs", []) if failed else []):
         if out.get("output_type") == "error" and out.get("evalue"):
-            return out["ename"], out["evalue"], source
+            return out["ename"], out["evalue"]
         if out.get("output_type") == "stream" and "Traceback (most recent call last)" in out.get("text", ""):
             lines = [line for line in strip_ansi(out["text"]).splitlines() if line.strip()]
             match = TRACEBACK_LAST_LINE.match(lines[-1]) if lines else None
             if match:
-                return match["ename"].rsplit(".", 1)[-1], match["evalue"], source
-    return "", "", source
+                return match["ename"].rsplit(".", 1)[-1], match["evalue"]
+    return "", ""
 
 
 def failure_message(step: str, notebook: Path, output: Path, err: Exception) -> str:
@@ -110,11 +110,13 @@ def failure_message(step: str, notebook: Path, output: Path, err: Exception) -> 
     from papermill.exceptions import PapermillExecutionError
 
     if isinstance(err, PapermillExecutionError):
-        ename, evalue, source = cell_error(output, err.cell_index)
-        if not evalue or err.evalue:
-            ename, evalue = err.ename, err.evalue
+        ename, evalue = err.ename, err.evalue
+        if not evalue:
+            ename, evalue = cell_error(output)
+            ename, evalue = (ename, evalue) if evalue else (err.ename, "(no message; see the executed notebook)")
         tb = "\n".join(err.traceback[-12:]) if err.traceback else ""
-        where = f"cell {err.cell_index} (execution count {err.exec_count})" + (f": {source.strip()}" if source else "")
+        source = [line for line in (err.source or "").splitlines() if line.strip() and not line.startswith("#")]
+        where = f"cell {err.cell_index} (execution count {err.exec_count})" + (f": {source[0].strip()}" if source else "")
         return strip_ansi(f"step {step!r} failed in {notebook.name}, {where}\n{ename}: {evalue}\n"
                           + (f"{tb}\n" if tb else "") + f"executed notebook: {output}")
     if isinstance(err, CellTimeoutError):
