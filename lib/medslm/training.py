@@ -212,12 +212,62 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSetti
     )
 
 
-def last_checkpoint(folder: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``folder`` (None when there is none or the folder is missing)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed from (None when it is complete).
+
+    The Trainer writes ``trainer_state.json`` last, so a kill mid-save leaves it missing or cut off; weights
+    (``*.safetensors``) must hold every byte their header declares and torch files (``*.pt``, ``*.pth``) must be
+    complete zip archives. Only headers and zip directories are read: cheap on large models."""
+    import json
+    import struct
+    import zipfile
 
     folder = Path(folder)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{state.name} is missing or incomplete"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with path.open("rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, struct.error, KeyError, TypeError):
+            return f"{path.name} has no readable header"
+        if path.stat().st_size < 8 + length + end:
+            return f"{path.name} is cut off ({path.stat().st_size} of {8 + length + end} bytes)"
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        try:
+            zipfile.ZipFile(path).close()
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is not a complete torch file"
+    return None
+
+
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder under ``folder`` (None when there is none or the folder is
+    missing). A newer, half-written checkpoint (a kill during saving) is removed with a message, and the previous
+    one is used: resume never fails on a checkpoint the Trainer did not finish."""
+    import re
+    import shutil
+
+    from medslm.progress import emit
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        message = f"checkpoint {path} is incomplete ({problem}): removed; resuming from the one before"
+        print(message)
+        emit(message)
+        shutil.rmtree(path)
+    return None
 
 
 def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
