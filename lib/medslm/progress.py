@@ -99,9 +99,10 @@ def trainer_callback(label: str = "train", interval_s: float = INTERVAL_S) -> An
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
+                self.on_step_end(args, state, control)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.throttle.due():
+            if self.loss is not None and self.throttle.due():  # the Trainer logs a step's loss after its end
                 done, total = state.global_step - self.first_step, state.max_steps - self.first_step
                 extra = f"loss {self.loss:.3f}" if self.loss is not None else ""
                 line = rate_line(label, done, total, time.monotonic() - self.start, " steps", extra)

@@ -138,7 +138,7 @@ def run_profile(
     Raises ProfileError (bad profile), RunDirError (output_dir is someone else's folder or in use), UpstreamNotReady,
     StepFailed or RunInterrupted. ``force`` runs unchanged steps too and writes into a non-empty folder that is not
     a run."""
-    profile = load_profile(profile_path)
+    profile, notebooks_dir = load_profile(profile_path), Path(notebooks_dir)
     names = select_steps(profile, steps, from_step)
     for name in names:
         if not notebook_path(name, notebooks_dir).is_file():
@@ -199,13 +199,13 @@ def execute_step(run: RunDir, profile: Profile, plan: StepPlan, notebook: Path, 
                 str(notebook), str(output), parameters={**params, "run_dir": str(run.path), "profile": str(profile.path)},
                 kernel_name="python3", language="python", cwd=str(notebooks_dir), progress_bar=False,
                 log_output=False, execution_timeout=execution_timeout, config=kernel_config(),
+                shutdown_kernel="immediate",  # the notebook is done (or Ctrl-C): stop the kernel, no shutdown chatter
             )
     except KeyboardInterrupt:
-        run.update_step(name, status="interrupted", ended=now_iso(), seconds=round(time.perf_counter() - start, 2),
-                        error="interrupted by the user (Ctrl-C)")
-        raise RunInterrupted(f"interrupted during step {name!r}; the manifest marks it interrupted. Run the same "
-                             "command again to continue (finished steps are skipped)") from None
+        interrupted(run, name, start)
     except Exception as err:  # papermill/nbclient errors and anything else the kernel raised
+        if getattr(err, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+            return interrupted(run, name, start)
         message = failure_message(name, notebook, output, err)
         run.update_step(name, status="failed", ended=now_iso(), seconds=round(time.perf_counter() - start, 2),
                         error=message if not isinstance(err, OSError) else message + "\n" + traceback.format_exc())
@@ -215,3 +215,11 @@ def execute_step(run: RunDir, profile: Profile, plan: StepPlan, notebook: Path, 
                     fingerprint_parts=plan.parts, inputs=plan.inputs, artifacts=run.collect_artifacts(name),
                     upstream=plan.upstream)
     log(f"{prefix}: done in {seconds:.1f} s")
+
+
+def interrupted(run: RunDir, name: str, start: float) -> None:
+    """Mark ``name`` interrupted in the manifest and raise :class:`RunInterrupted` (one line, no traceback)."""
+    run.update_step(name, status="interrupted", ended=now_iso(), seconds=round(time.perf_counter() - start, 2),
+                    error="interrupted by the user (Ctrl-C)")
+    raise RunInterrupted(f"interrupted during step {name!r}; the manifest marks it interrupted. Run the same "
+                         "command again to continue (finished steps are skipped)") from None
