@@ -483,3 +483,27 @@ def test_a_half_written_newest_checkpoint_falls_back_to_the_previous(tmp_path, d
     else:
         assert chosen == str(older) and not newest.exists()
         assert f"checkpoint {newest} is incomplete" in capsys.readouterr().out
+
+
+def test_resuming_from_the_final_checkpoint_trains_no_extra_step(tmp_path, tiny_model_dir):
+    """A kill after training (during evaluation or saving) leaves the final checkpoint; resuming from it must give
+    the finished model, not one more step."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from medslm.training import TrainSettings, build_trainer, packed_dataset, train_lm
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    data = packed_dataset(tok, ["Paris is the capital of France."] * 40, 16)
+    settings = TrainSettings(tmp_path / "out", max_steps=4, batch_size=4, save_steps=2, logging_steps=1)
+    finished = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    train_lm(finished, tok, data, settings)
+    resumed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    history = train_lm(resumed, tok, data, settings, resume=True)
+    assert max(h["step"] for h in history if "loss" in h) == 4
+    for (name, a), b in zip(finished.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # negative control: the Trainer itself trains a fifth step when resumed from the finished checkpoint
+    plain = build_trainer(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok, data, settings)
+    plain.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    assert plain.state.global_step == 5

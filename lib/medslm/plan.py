@@ -1,6 +1,6 @@
 """Whether a step must run again, decided from the files it reads and writes (not from what the manifest says).
 
-A step's *fingerprint* hashes what it depends on: the run parameters, its own parameters, its notebook, the files
+A step's *fingerprint* hashes what it depends on: the run parameters (not its name or folder), its own parameters, its notebook, the files
 it reads outside the run folder (local corpora, gold files, local model folders) and the recorded artifacts of the
 steps before it. A step is skipped only when its manifest entry is ``done`` with the same fingerprint and its
 folder still holds exactly the recorded files. Files are compared by size and mtime first and hashed (sha256)
@@ -17,6 +17,9 @@ from typing import Any
 
 from medslm.params import MODEL_FIELDS, PATH_FIELDS, Profile
 from medslm.rundir import FileChange, RunDir, sha256_file, visible_files
+
+# Run fields that do not change what a step writes: a copied or renamed run folder is reused, not run again.
+RUN_FIELDS_WITHOUT_EFFECT = {"name", "output_dir"}
 
 
 class UpstreamNotReady(RuntimeError):
@@ -114,7 +117,8 @@ def plan_step(run: RunDir, profile: Profile, step: str, notebook: Path, verified
     entry = run.read_manifest().get("steps", {}).get(step, {})
     upstream = upstream_digests(run, profile, step, verified, command)
     inputs = input_records(external_inputs(profile, step), entry.get("inputs", []))
-    parts = {"run": profile.run.params_hash(), "params": profile.steps[step].params_hash(),
+    parts = {"run": _short(profile.run.model_dump(mode="json", exclude=RUN_FIELDS_WITHOUT_EFFECT)),
+             "params": profile.steps[step].params_hash(),
              "notebook": sha256_file(notebook), "inputs": _short([(i["path"], i["sha256"]) for i in inputs]),
              "upstream": upstream}
     fingerprint = _short(parts)

@@ -270,6 +270,22 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def train_or_restore(trainer: Any, resume_from: str | None) -> None:
+    """``trainer.train(resume_from_checkpoint=resume_from)``, except when that checkpoint already holds the finished
+    run (a kill after training, during evaluation or saving): then its weights and state are loaded and nothing is
+    trained. The Trainer itself would train one step more on every such resume (measured: 24 → 25 → 26 steps with
+    ``max_steps=24``), so a resumed run would not give the uninterrupted run's model."""
+    from transformers import TrainerState
+
+    if resume_from:
+        state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
+        if state.max_steps and state.global_step >= state.max_steps:
+            trainer._load_from_checkpoint(resume_from)  # the Trainer's own loader (weights or adapter)
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=resume_from)
+
+
 def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
              optimizers: tuple[Any, Any] = (None, None), callbacks: list[Any] | None = None,
              param_lrs: dict[str, float] | None = None) -> list[dict[str, Any]]:
@@ -279,7 +295,12 @@ def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, 
     is none) or a checkpoint path. ``param_lrs``: per-parameter learning rates (see :func:`parameter_groups`).
     """
     trainer = build_trainer(model, tokenizer, dataset, settings, optimizers, callbacks, param_lrs)
-    trainer.train(resume_from_checkpoint=resume or None)
+    if resume is True:  # the newest complete checkpoint; none: the Trainer raises, as documented
+        resume = last_checkpoint(settings.output_dir) or True
+    if resume is True:
+        trainer.train(resume_from_checkpoint=True)
+    else:
+        train_or_restore(trainer, resume or None)
     return trainer.state.log_history
 
 
