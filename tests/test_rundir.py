@@ -74,8 +74,9 @@ def test_manifest_and_artifacts(tmp_path):
     (tmp_path / "00_prepare").mkdir()
     (tmp_path / "00_prepare" / "corpus.jsonl").write_text('{"text": "a"}\n')
     arts = rd.collect_artifacts("prepare")
-    assert arts == [{"path": "00_prepare/corpus.jsonl", "bytes": 14,
-                     "sha256": sha256_file(tmp_path / "00_prepare" / "corpus.jsonl")}]
+    corpus = tmp_path / "00_prepare" / "corpus.jsonl"
+    assert arts == [{"path": "00_prepare/corpus.jsonl", "bytes": 14, "mtime_ns": corpus.stat().st_mtime_ns,
+                     "sha256": sha256_file(corpus)}]
     entry = rd.update_step("prepare", status="done", artifacts=arts)
     assert rd.artifacts_intact(entry)
     assert json.loads(rd.manifest_path.read_text())["steps"]["prepare"]["status"] == "done"

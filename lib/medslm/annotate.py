@@ -392,7 +392,8 @@ def annotate_documents(docs: Sequence[Mapping[str, Any]], llm: LLM, *, language:
     meta = [{"id": d.get("id"), "prompt_version": version, "doc_sha": doc_hash(d["text"])} for d in docs]
     before = dict(llm.stats)
     t0 = time.perf_counter()
-    replies = llm.generate(prompts, meta=meta, progress=progress, desc="annotate")
+    replies = llm.generate(prompts, meta=meta, progress=progress, desc="annotate",
+                           accept=lambda reply: parse_reply(reply)["status"] == "ok")  # unparseable: asked again
     seconds = time.perf_counter() - t0
     labels = []
     keep = tuple(keep_fields)

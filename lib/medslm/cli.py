@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("profile", help="profile YAML, e.g. params/smoke.yaml")
     run.add_argument("--steps", help="comma-separated steps to run (default: all steps of the profile)")
     run.add_argument("--from", dest="from_step", help="run this step and the ones after it")
-    run.add_argument("--force", action="store_true", help="run steps even when unchanged")
+    run.add_argument("--force", action="store_true",
+                     help="run steps even when unchanged, and write into a non-empty folder that is not a run")
     val = sub.add_parser("validate", help="validate a profile and report every problem")
     val.add_argument("profile")
     show = sub.add_parser("show", help="print every resolved value of a profile (defaults included)")
@@ -63,18 +64,30 @@ def main(argv: list[str] | None = None) -> int:
             prof = load_profile(args.profile)
             print(f"{args.profile}: valid; run {prof.run.name!r} → {prof.run_dir()}; steps: {', '.join(prof.step_names())}")
             return 0
-        from medslm.runner import StepFailed, run_profile
-
-        try:
-            run_dir = run_profile(args.profile, steps=_split(args.steps), from_step=args.from_step, force=args.force)
-        except StepFailed as e:
-            print(f"medslm: {e}", file=sys.stderr)
-            return 1
-        print(f"run directory: {run_dir}")
-        return 0
+        return run_command(args)
     except ProfileError as e:
         print(f"medslm: {e}", file=sys.stderr)
         return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``medslm run``: 0 when every step is done or unchanged, 1 when one failed or cannot run, 130 on Ctrl-C."""
+    from medslm.rundir import RunDirError
+    from medslm.runner import RunInterrupted, StepFailed, UpstreamNotReady, run_profile
+
+    try:
+        run_dir = run_profile(args.profile, steps=_split(args.steps), from_step=args.from_step, force=args.force)
+    except (StepFailed, UpstreamNotReady, RunDirError) as e:
+        print(f"medslm: {e}", file=sys.stderr)
+        return 1
+    except RunInterrupted as e:
+        print(f"medslm: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C outside a step (validation, lock): nothing to mark
+        print("medslm: interrupted", file=sys.stderr)
+        return 130
+    print(f"run directory: {run_dir}")
+    return 0
 
 
 if __name__ == "__main__":

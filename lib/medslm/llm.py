@@ -10,8 +10,13 @@ A *backend* turns chat prompts (lists of ``{"role", "content"}`` messages) into 
   toy world (01_annotate's lexicon).
 
 :class:`LLM` puts an on-disk :class:`ReplyCache` in front of a backend: every reply is appended to
-``replies.jsonl`` as soon as it arrives, keyed by (backend, model, generation settings, full prompt), so a killed
-run resumes without repeating a call. Only uncached prompts reach the backend; ``LLM.stats`` counts them.
+``replies.jsonl`` as soon as it arrives, keyed by (backend, server URL, model, generation settings, full prompt),
+so a killed run resumes without repeating a call. Only *final* replies answer later calls: a reply the caller
+cannot use (empty, or rejected by its ``accept`` check, e.g. no verdict line) is kept for inspection but asked
+again on the next run. Only uncached prompts reach the backend; ``LLM.stats`` counts them.
+
+Error texts never carry the API key: the key, ``Bearer …`` values and credentials in URLs are masked before an
+error is raised (a server may echo the request's headers in its error body).
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from medslm.params import scrub_secrets
 
 Messages = list[dict[str, str]]
 OnReply = Callable[[int, str], None]
@@ -175,12 +183,19 @@ class OpenAIBackend:
         # a few rounds of concurrent requests per generate() call, so replies reach the cache steadily
         self.batch_size = batch_size or max(1, concurrency) * 4
         self.headers = {"Content-Type": "application/json"}
+        self._secrets: tuple[str, ...] = ()
         if api_key_env:
             key = os.environ.get(api_key_env)
             if not key:
                 raise LLMError(f"api_key_env names the environment variable {api_key_env!r}, which is not set; "
                                f"export {api_key_env}=... (the key itself never goes into a profile)")
             self.headers["Authorization"] = f"Bearer {key}"
+            self._secrets = (key,)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the API key, ``Bearer …`` values or ``user:password@`` in URLs (error bodies may echo
+        the request headers)."""
+        return re.sub(r"//[^/@\s]+@", "//***@", scrub_secrets(text, self._secrets))
 
     def settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed}
@@ -241,13 +256,18 @@ class OpenAIBackend:
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
             if resp.status_code >= 400:
-                raise LLMRequestError(f"{self.url} rejected the request (HTTP {resp.status_code}): {resp.text[:300]}")
+                hint = " (check the key in the environment variable api_key_env names)" if resp.status_code in (
+                    401, 403) else ""
+                raise LLMRequestError(self.scrub(f"{self.url} rejected the request (HTTP {resp.status_code}){hint}: "
+                                                 f"{resp.text[:300]}"))
             try:
                 content = resp.json()["choices"][0]["message"].get("content")
             except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-                raise LLMRequestError(f"{self.url} answered without choices[0].message: {resp.text[:300]}") from None
+                raise LLMRequestError(self.scrub(f"{self.url} answered without choices[0].message: "
+                                                 f"{resp.text[:300]}")) from None
             return (content or "").strip()
-        raise LLMServerError(f"{self.url}: no reply after {self.max_retries + 1} attempt(s); last error: {last}")
+        raise LLMServerError(self.scrub(f"{self.url}: no reply after {self.max_retries + 1} attempt(s); "
+                                        f"last error: {last}"))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -255,10 +275,10 @@ class OpenAIBackend:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def cache_key(backend: str, model: str, settings: dict[str, Any], messages: Messages) -> str:
-    """sha256 of (backend, model, generation settings, full prompt). The prompt holds the prompt version's
-    template and the (truncated) document, so the key changes with either."""
-    blob = json.dumps([backend, model, settings, messages], sort_keys=True, ensure_ascii=False).encode()
+def cache_key(backend: str, model: str, settings: dict[str, Any], messages: Messages, url: str = "") -> str:
+    """sha256 of (backend, server URL, model, generation settings, full prompt). The prompt holds the prompt
+    version's template and the (truncated) document, so the key changes with either."""
+    blob = json.dumps([backend, url, model, settings, messages], sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -266,7 +286,8 @@ class ReplyCache:
     """Append-only JSON Lines cache of replies in ``folder/replies.jsonl``.
 
     Each reply is written and flushed as it arrives, so a run killed at any point keeps every finished reply; a
-    line cut off by the kill is ignored on the next load (``skipped_lines``).
+    line cut off by the kill is ignored on the next load (``skipped_lines``). Replies stored with
+    ``final: false`` (unusable ones) are kept in the file but never answer a lookup (``not_final`` counts them).
     """
 
     FILE = "replies.jsonl"
@@ -277,13 +298,17 @@ class ReplyCache:
         self.path = self.folder / self.FILE
         self.replies: dict[str, str] = {}
         self.skipped_lines = 0
+        self.not_final = 0
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
+            with self.path.open(encoding="utf-8", errors="replace") as f:
                 for line in f:
                     try:
                         rec = json.loads(line)
-                        self.replies[rec["key"]] = rec["reply"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
+                        if rec.get("final", True) and isinstance(rec["reply"], str):
+                            self.replies[rec["key"]] = rec["reply"]
+                        else:
+                            self.not_final += 1
+                    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                         self.skipped_lines += 1
             self._repair_tail()
         self._fh = None
@@ -309,12 +334,17 @@ class ReplyCache:
     def get(self, key: str) -> str | None:
         return self.replies.get(key)
 
-    def put(self, key: str, reply: str, **meta: Any) -> None:
+    def put(self, key: str, reply: str, final: bool = True, **meta: Any) -> None:
+        """Append a reply; a reply that is not ``final`` is recorded but will be asked again."""
         if self._fh is None:
             self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(json.dumps({"key": key, "reply": reply, **meta}, ensure_ascii=False) + "\n")
+        record = {"key": key, "reply": reply, **meta} if final else {"key": key, "reply": reply, "final": False, **meta}
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._fh.flush()
-        self.replies[key] = reply
+        if final:
+            self.replies[key] = reply
+        else:
+            self.not_final += 1
 
     def close(self) -> None:
         if self._fh is not None:
@@ -329,12 +359,18 @@ class LLM:
     backend in chunks of ``backend.batch_size`` and are cached one by one as they arrive. ``stats`` counts
     ``requested``, ``cached`` (answered from the cache), ``calls`` (prompts sent to the backend) and
     ``backend_seconds``. On a backend failure everything cached so far stays, and the error says so.
+
+    ``accept(reply) -> bool`` says whether a reply is usable (default: not empty); unusable replies are cached as
+    not final, so the next run asks again (a fixed server or prompt then gets its chance); ``stats["unusable"]``
+    counts them.
     """
 
-    def __init__(self, backend: Backend, cache_dir: str | Path | None = None):
+    def __init__(self, backend: Backend, cache_dir: str | Path | None = None,
+                 accept: Callable[[str], bool] | None = None):
         self.backend = backend
         self.cache = ReplyCache(cache_dir) if cache_dir is not None else None
-        self.stats = {"requested": 0, "cached": 0, "calls": 0, "backend_seconds": 0.0}
+        self.accept = accept or (lambda reply: bool(reply.strip()))
+        self.stats = {"requested": 0, "cached": 0, "calls": 0, "unusable": 0, "backend_seconds": 0.0}
 
     @property
     def name(self) -> str:
@@ -345,11 +381,14 @@ class LLM:
         return self.backend.model
 
     def key(self, messages: Messages) -> str:
-        return cache_key(self.backend.name, self.backend.model, self.backend.settings(), messages)
+        return cache_key(self.backend.name, self.backend.model, self.backend.settings(), messages,
+                         url=str(getattr(self.backend, "base_url", "") or ""))
 
     def generate(self, prompts: Sequence[Messages], *, meta: Sequence[dict[str, Any]] | None = None,
-                 progress: bool = False, desc: str = "LLM") -> list[str]:
-        """Replies to ``prompts``; ``meta[i]`` (e.g. document id, prompt version) is stored beside each cached reply."""
+                 progress: bool = False, desc: str = "LLM", accept: Callable[[str], bool] | None = None) -> list[str]:
+        """Replies to ``prompts``; ``meta[i]`` (e.g. document id, prompt version) is stored beside each cached reply;
+        ``accept`` overrides the usable-reply check for this call."""
+        accept = accept or self.accept
         prompts = list(prompts)
         keys = [self.key(m) for m in prompts]
         replies: list[str | None] = [None] * len(prompts)
@@ -379,9 +418,11 @@ class LLM:
                     if replies[i] is not None:  # already recorded (a backend may report and return a reply)
                         return
                     replies[i] = reply
+                    usable = accept(reply)
+                    self.stats["unusable"] += not usable
                     if self.cache is not None:
-                        self.cache.put(keys[i], reply, backend=self.backend.name, model=self.backend.model,
-                                       **(meta[i] if meta is not None else {}))
+                        self.cache.put(keys[i], reply, final=usable, backend=self.backend.name,
+                                       model=self.backend.model, **(meta[i] if meta is not None else {}))
                     if bar is not None:
                         bar.update(1)
 

@@ -7,14 +7,16 @@ The toy world has its own builder (:mod:`medslm.toyworld.build`); both end in th
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from medslm.models import is_local
-from medslm.rundir import PrepareDir, iter_jsonl, write_json, write_jsonl
+from medslm.rundir import PrepareDir, iter_jsonl_numbered, write_json, write_jsonl
 
 
 class CorpusSourceError(RuntimeError):
@@ -25,22 +27,35 @@ def _doc_id(prefix: str, i: int, text: str) -> str:
     return f"{prefix}-{i:08d}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def iter_local_documents(files: list[str], text_field: str = "text") -> Iterator[dict[str, Any]]:
-    """Records of local JSONL (.jsonl, .jsonl.gz, .json lines) and Parquet files; a missing text field names
-    the file and line (JSONL) or the columns (Parquet)."""
+def iter_local_records(files: list[str], text_field: str = "text") -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(where, record)`` of local JSONL (.jsonl, .jsonl.gz, .json lines) and Parquet files, ``where`` being
+    ``file:line`` (JSONL) or ``file:row N`` (Parquet). A missing text field, a binary or non-UTF-8 file and a
+    truncated gzip name the file and line; an unreadable Parquet file names the file."""
     for name in files:
         path = Path(name)
         if not path.is_file():
             raise CorpusSourceError(f"{path}: no such corpus file")
         if path.suffix == ".parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (pa.ArrowException, OSError) as e:
+                raise CorpusSourceError(f"{path}: not a readable Parquet file ({e})") from None
             if text_field not in table.column_names:
                 raise CorpusSourceError(f"{path}: no column {text_field!r}; columns: {', '.join(table.column_names)}")
-            yield from table.to_pylist()
+            for row, rec in enumerate(table.to_pylist(), start=1):
+                yield f"{path}:row {row}", rec
         else:
-            yield from iter_jsonl(path, required=(text_field,))
+            for lineno, rec in iter_jsonl_numbered(path, required=(text_field,)):  # JsonlError names file:line
+                yield f"{path}:{lineno}", rec
+
+
+def iter_local_documents(files: list[str], text_field: str = "text") -> Iterator[dict[str, Any]]:
+    """The records of :func:`iter_local_records`, without where they came from."""
+    for _, rec in iter_local_records(files, text_field):
+        yield rec
 
 
 def iter_hub_documents(dataset: str, config: str | None, split: str) -> Iterator[dict[str, Any]]:
@@ -58,12 +73,50 @@ def iter_hub_documents(dataset: str, config: str | None, split: str) -> Iterator
         ) from e
 
 
-def normalise(records: Iterator[dict[str, Any]], text_field: str, limit: int, lang: str, prefix: str) -> Iterator[dict]:
-    """``{id, text, lang}`` records (other fields kept); at most ``limit``; empty texts skipped."""
+@dataclass
+class SkippedRecords:
+    """Records without a usable text, counted by reason (``empty``, ``null``, ``not a string: int``) with the
+    first few places they were found."""
+
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, where: str, reason: str, keep: int = 5) -> None:
+        self.reasons[reason] += 1
+        if len(self.examples) < keep:
+            self.examples.append(f"{where} ({reason})")
+
+    @property
+    def total(self) -> int:
+        return sum(self.reasons.values())
+
+    def summary(self, text_field: str) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.reasons.most_common())
+        return (f"skipped {self.total} record(s) whose {text_field!r} is not a usable text ({reasons}); "
+                f"first: {', '.join(self.examples)}")
+
+
+def text_problem(text: Any) -> str | None:
+    """Why a record's text cannot become a document (None when it can)."""
+    if text is None:
+        return "null"
+    if not isinstance(text, str):
+        return f"not a string: {type(text).__name__}"
+    return None if text.strip() else "empty"
+
+
+def normalise(records: Iterator[dict[str, Any] | tuple[str, dict[str, Any]]], text_field: str, limit: int,
+              lang: str, prefix: str, skipped: SkippedRecords | None = None) -> Iterator[dict]:
+    """``{id, text, lang}`` records (other fields kept); at most ``limit``. Records whose text is missing, null,
+    not a string or empty are skipped and counted in ``skipped`` (records may come as ``(where, record)``)."""
     n = 0
-    for rec in records:
+    for i, item in enumerate(records, start=1):
+        where, rec = item if isinstance(item, tuple) else (f"record {i}", item)
         text = rec.get(text_field)
-        if not isinstance(text, str) or not text.strip():
+        problem = text_problem(text)
+        if problem is not None:
+            if skipped is not None:
+                skipped.add(where, problem)
             continue
         out = {k: v for k, v in rec.items() if k != text_field and isinstance(v, (str, int, float, bool))}
         out.update(id=str(rec.get("id") or _doc_id(prefix, n, text)), text=text, lang=rec.get("lang") or lang)
@@ -105,16 +158,21 @@ def write_real_corpus(params: Any, out: PrepareDir, language: str) -> int:
     elif params.source == "local":
         if not params.local_files:
             raise CorpusSourceError("source: local needs local_files (JSONL or Parquet paths)")
-        records = iter_local_documents(params.local_files, params.text_field)
+        records = iter_local_records(params.local_files, params.text_field)
         prefix = "local"
         if all(Path(f).is_file() for f in params.local_files):  # a missing file fails below, naming it
             total = min(params.max_documents, count_local_records(params.local_files))
     else:
         raise CorpusSourceError(f"write_real_corpus handles source hub/local, not {params.source!r}")
-    docs = normalise(records, params.text_field, params.max_documents, language, prefix)
+    skipped = SkippedRecords()
+    docs = normalise(records, params.text_field, params.max_documents, language, prefix, skipped)
     with tqdm(total=total, desc="corpus", unit="doc", mininterval=2) as bar:
         n = write_jsonl(out.corpus, _counted(docs, bar))
         bar.total = n  # the real count: the closing render shows n/n
+    if skipped.total:
+        print(skipped.summary(params.text_field))
+        write_json(out.path / "skipped_records.json", {"total": skipped.total, "reasons": dict(skipped.reasons),
+                                                        "examples": skipped.examples})
     return n
 
 

@@ -14,13 +14,17 @@ import gzip
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from medslm.params import STEP_DIRS
 
@@ -82,26 +86,50 @@ class JsonlError(ValueError):
 def iter_jsonl_numbered(path: str | Path, required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, record)`` for each record of a JSON Lines file (``.gz`` too); blank lines skipped.
 
-    A line that is not a JSON object, or lacks one of the ``required`` fields, raises :class:`JsonlError`
-    naming ``file:line``. Callers that check more fields use the line number in their own errors.
+    A line that is not UTF-8, not a JSON object, or lacks one of the ``required`` fields, a binary file and a
+    truncated or corrupt gzip stream raise :class:`JsonlError` naming ``file:line``. Callers that check more fields
+    use the line number in their own errors.
     """
     path = Path(path)
     required = tuple(required)
+    for lineno, raw in _numbered_lines(path):
+        if b"\x00" in raw:
+            raise JsonlError(f"{path}:{lineno}: contains NUL bytes: a binary file, not JSON Lines text")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JsonlError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                             "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        missing = [k for k in required if k not in rec]
+        if missing:
+            raise JsonlError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; present: {', '.join(rec)}")
+        yield lineno, rec
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw bytes)`` of a plain or gzip file; a gzip stream that ends early or is not gzip names the
+    line where reading stopped."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(rec, dict):
-                raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            missing = [k for k in required if k not in rec]
-            if missing:
-                raise JsonlError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}; present: {', '.join(rec)}")
-            yield lineno, rec
+    lineno = 0
+    with opener(path, "rb") as f:
+        try:
+            for lineno, raw in enumerate(f, start=1):  # noqa: B007 - lineno is reported after the loop
+                yield lineno, raw
+        except EOFError:
+            raise JsonlError(f"{path}:{lineno + 1}: the gzip stream ends early (a truncated download or copy?) "
+                             f"after {lineno} complete line(s)") from None
+        except (gzip.BadGzipFile, zlib.error, OSError) as e:
+            if path.suffix != ".gz":
+                raise
+            raise JsonlError(f"{path}:{lineno + 1}: not a readable gzip file ({e})") from None
 
 
 def iter_jsonl(path: str | Path, required: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
@@ -141,6 +169,59 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# File records: what a step wrote or read, verified cheaply (size + mtime, sha256 only when those changed)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def file_record(path: Path, root: Path) -> dict[str, Any]:
+    """``{path (relative to root), bytes, mtime_ns, sha256}`` of a file."""
+    stat = path.stat()
+    return {"path": str(path.relative_to(root)), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": sha256_file(path)}
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """Files under ``folder``, sorted, without hidden files or files inside hidden folders (locks, temp files)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """A recorded file that is missing or differs on disk, or a file that appeared since."""
+
+    path: str
+    what: str  # missing | changed | new
+
+    def __str__(self) -> str:
+        return {"missing": f"{self.path} was deleted", "changed": f"{self.path} changed (sha256 differs)",
+                "new": f"{self.path} appeared"}[self.what]
+
+
+def verify_files(root: Path, records: Iterable[dict[str, Any]], folder: Path | None = None) -> list[FileChange]:
+    """The recorded files (paths relative to ``root``) that are missing or whose bytes changed, and, with
+    ``folder``, the visible files there that no record names. A file with its recorded size and mtime is taken as
+    unchanged without reading it (fast on large models); otherwise its sha256 decides."""
+    changes, seen = [], set()
+    for rec in records:
+        path = root / rec["path"]
+        seen.add(path)
+        if not path.is_file():
+            changes.append(FileChange(rec["path"], "missing"))
+            continue
+        stat = path.stat()
+        if stat.st_size != rec["bytes"]:
+            changes.append(FileChange(rec["path"], "changed"))
+        elif rec.get("mtime_ns") != stat.st_mtime_ns and sha256_file(path) != rec["sha256"]:
+            changes.append(FileChange(rec["path"], "changed"))
+    if folder is not None:
+        changes += [FileChange(str(p.relative_to(root)), "new") for p in visible_files(folder) if p not in seen]
+    return changes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -400,36 +481,121 @@ class RunDir:
             return {"steps": {}}
         return read_json(self.manifest_path)
 
+    def _manifest_lock(self) -> FileLock:
+        """An OS file lock around read-modify-write of the manifest (threads and processes alike)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.path / ".manifest.lock", thread_local=False)
+
+    def update_manifest(self, change: Any) -> dict[str, Any]:
+        """Apply ``change(manifest)`` (in place) under the manifest lock and write it atomically; return it."""
+        with self._manifest_lock():
+            manifest = self.read_manifest()
+            change(manifest)
+            manifest["updated"] = now_iso()
+            write_json(self.manifest_path, manifest)
+        return manifest
+
     def update_step(self, step: str, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into the manifest entry of ``step`` and write the manifest atomically."""
-        manifest = self.read_manifest()
-        entry = manifest.setdefault("steps", {}).setdefault(step, {})
-        entry.update(fields)
-        manifest["updated"] = now_iso()
-        write_json(self.manifest_path, manifest)
-        return entry
+        manifest = self.update_manifest(lambda m: m.setdefault("steps", {}).setdefault(step, {}).update(fields))
+        return manifest["steps"][step]
 
     def set_run_info(self, **fields: Any) -> None:
-        manifest = self.read_manifest()
-        manifest.update(fields)
-        write_json(self.manifest_path, manifest)
+        self.update_manifest(lambda m: m.update(fields))
 
     def collect_artifacts(self, step: str) -> list[dict[str, Any]]:
-        """Every file of a step's folder with its size and sha256 (paths relative to the run directory)."""
-        folder = self.step(step).path
-        arts = []
-        if folder.exists():
-            for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                arts.append({"path": str(f.relative_to(self.path)), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
-        return arts
+        """Every visible file of a step's folder with its size, mtime and sha256 (paths relative to the run)."""
+        return [file_record(f, self.path) for f in visible_files(self.step(step).path)]
+
+    def artifact_changes(self, step: str, entry: dict[str, Any]) -> list[FileChange]:
+        """What differs between the step's folder and the artifacts its manifest entry records (see
+        :func:`verify_files`); a step that recorded no artifact counts as missing them."""
+        if not entry.get("artifacts"):
+            return [FileChange(str(self.step(step).path.relative_to(self.path)), "missing")]
+        return verify_files(self.path, entry["artifacts"], self.step(step).path)
 
     def artifacts_intact(self, entry: dict[str, Any]) -> bool:
-        """Whether every recorded artifact still exists with its recorded size (cheap check, no re-hash)."""
-        for art in entry.get("artifacts", []):
-            f = self.path / art["path"]
-            if not f.is_file() or f.stat().st_size != art["bytes"]:
-                return False
-        return bool(entry.get("artifacts"))
+        """Whether every recorded artifact is still there with its recorded bytes (see :func:`verify_files`)."""
+        return bool(entry.get("artifacts")) and not verify_files(self.path, entry["artifacts"])
+
+    # ---- ownership and lock ------------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """Whether the folder holds a medslm run (a manifest with a ``steps`` section)."""
+        try:
+            return isinstance(self.read_manifest().get("steps"), dict) and self.manifest_path.exists()
+        except (ValueError, OSError, AttributeError):
+            return False
+
+    def check_ownership(self, force: bool = False) -> None:
+        """Refuse a folder that exists, is not empty and is not a medslm run (its files would be overwritten),
+        unless ``force``; the file-system root and the home folder are refused always."""
+        if self.path in (Path(self.path.anchor), Path.home().resolve()):
+            raise NotARunDir(f"output_dir {self.path} is the {'home' if self.path != Path(self.path.anchor) else 'root'}"
+                             " folder; point output_dir at a folder of its own, e.g. outputs/<run name>")
+        if not self.path.exists() or self.is_run() or force:
+            return
+        if not self.path.is_dir():
+            raise NotARunDir(f"output_dir {self.path} is a file, not a folder")
+        content = sorted(p.name for p in self.path.iterdir() if p.name not in LOCK_FILES)
+        if content:
+            shown = ", ".join(content[:5]) + (f" and {len(content) - 5} more" if len(content) > 5 else "")
+            raise NotARunDir(f"output_dir {self.path} is not empty and is not a medslm run (no manifest.json; it "
+                             f"holds {shown}); a run would overwrite files there. Choose an empty or new folder, or "
+                             "pass --force to write into it anyway")
+
+    @contextlib.contextmanager
+    def lock(self, **info: Any) -> Iterator[dict[str, Any] | None]:
+        """Hold the run folder's lock while the block runs; yields the holder info of a previous run that died
+        without releasing it (taken over: the OS frees the lock of a dead process), else None.
+
+        A second run raises :class:`RunDirBusy` naming the holder's pid, host and start time."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        holder_file = self.path / LOCK_FILES[1]
+        flock = FileLock(self.path / LOCK_FILES[0], thread_local=False)
+        try:
+            flock.acquire(timeout=0)
+        except Timeout:
+            raise RunDirBusy(f"run folder {self.path} is in use by another medslm run ({describe_holder(holder_file)});"
+                             " wait for it to finish, or stop it first") from None
+        try:
+            stale = _read_holder(holder_file)
+            write_json(holder_file, {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(), **info})
+            yield stale
+        finally:
+            holder_file.unlink(missing_ok=True)
+            flock.release()
+
+
+class RunDirError(RuntimeError):
+    """The run folder cannot be used (not a run, or in use)."""
+
+
+class NotARunDir(RunDirError):
+    """output_dir is a non-empty folder that is not a medslm run."""
+
+
+class RunDirBusy(RunDirError):
+    """Another process holds the run folder's lock."""
+
+
+LOCK_FILES = (".medslm.lock", ".medslm-lock.json", ".manifest.lock")
+
+
+def _read_holder(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return info if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def describe_holder(path: Path) -> str:
+    """``pid 123 on host h, started 2026-…`` from a lock's holder file (or why it is unknown)."""
+    info = _read_holder(path)
+    if info is None:
+        return "holder unknown: it has not written its details yet"
+    return (f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}"
+            + (f", profile {info['profile']}" if info.get("profile") else ""))
 
 
 _STEP_DIR_CLASSES: dict[str, type[StepDir]] = {

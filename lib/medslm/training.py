@@ -196,7 +196,10 @@ def grouped_optimizer(model: Any, learning_rate: float, param_lrs: dict[str, flo
 def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings,
                   optimizers: tuple[Any, Any] = (None, None), callbacks: list[Any] | None = None,
                   param_lrs: dict[str, float] | None = None):
-    """The ``Trainer`` :func:`train_lm` uses, for callers that need its state (global step, checkpoints)."""
+    """The ``Trainer`` :func:`train_lm` uses, for callers that need its state (global step, checkpoints).
+    Training progress (step, loss, ETA) reaches ``medslm run``'s terminal through :mod:`medslm.progress`."""
+    from medslm.progress import trainer_callback
+
     return _lm_trainer_class()(
         model=model,
         args=training_arguments(settings),
@@ -204,17 +207,83 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, settings: TrainSetti
         data_collator=lm_collator(tokenizer),
         processing_class=tokenizer,
         optimizers=optimizers,
-        callbacks=callbacks,
+        callbacks=[trainer_callback(), *(callbacks or [])],
         param_lrs=param_lrs,
     )
 
 
-def last_checkpoint(folder: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` folder under ``folder`` (None when there is none or the folder is missing)."""
-    from transformers.trainer_utils import get_last_checkpoint
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed from (None when it is complete).
+
+    The Trainer writes ``trainer_state.json`` last, so a kill mid-save leaves it missing or cut off; weights
+    (``*.safetensors``) must hold every byte their header declares and torch files (``*.pt``, ``*.pth``) must be
+    complete zip archives. Only headers and zip directories are read: cheap on large models."""
+    import json
+    import struct
+    import zipfile
 
     folder = Path(folder)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{state.name} is missing or incomplete"
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with path.open("rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, struct.error, KeyError, TypeError):
+            return f"{path.name} has no readable header"
+        if path.stat().st_size < 8 + length + end:
+            return f"{path.name} is cut off ({path.stat().st_size} of {8 + length + end} bytes)"
+    for path in sorted([*folder.glob("*.pt"), *folder.glob("*.pth")]):
+        try:
+            zipfile.ZipFile(path).close()
+        except (OSError, zipfile.BadZipFile):
+            return f"{path.name} is not a complete torch file"
+    return None
+
+
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder under ``folder`` (None when there is none or the folder is
+    missing). A newer, half-written checkpoint (a kill during saving) is removed with a message, and the previous
+    one is used: resume never fails on a checkpoint the Trainer did not finish."""
+    import re
+    import shutil
+
+    from medslm.progress import emit
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(found, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        message = f"checkpoint {path} is incomplete ({problem}): removed; resuming from the one before"
+        print(message)
+        emit(message)
+        shutil.rmtree(path)
+    return None
+
+
+def train_or_restore(trainer: Any, resume_from: str | None) -> None:
+    """``trainer.train(resume_from_checkpoint=resume_from)``, except when that checkpoint already holds the finished
+    run (a kill after training, during evaluation or saving): then its weights and state are loaded and nothing is
+    trained. The Trainer itself would train one step more on every such resume (measured: 24 → 25 → 26 steps with
+    ``max_steps=24``), so a resumed run would not give the uninterrupted run's model."""
+    from transformers import TrainerState
+
+    if resume_from:
+        state = TrainerState.load_from_json(str(Path(resume_from) / "trainer_state.json"))
+        if state.max_steps and state.global_step >= state.max_steps:
+            trainer._load_from_checkpoint(resume_from)  # the Trainer's own loader (weights or adapter)
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=resume_from)
 
 
 def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, resume: bool | str = False,
@@ -226,7 +295,12 @@ def train_lm(model: Any, tokenizer: Any, dataset: Any, settings: TrainSettings, 
     is none) or a checkpoint path. ``param_lrs``: per-parameter learning rates (see :func:`parameter_groups`).
     """
     trainer = build_trainer(model, tokenizer, dataset, settings, optimizers, callbacks, param_lrs)
-    trainer.train(resume_from_checkpoint=resume or None)
+    if resume is True:  # the newest complete checkpoint; none: the Trainer raises, as documented
+        resume = last_checkpoint(settings.output_dir) or True
+    if resume is True:
+        trainer.train(resume_from_checkpoint=True)
+    else:
+        train_or_restore(trainer, resume or None)
     return trainer.state.log_history
 
 

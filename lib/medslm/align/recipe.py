@@ -30,7 +30,7 @@ from medslm.align.trainers import (
 from medslm.models import ModelRef, load_tokenizer, merge_lora_adapter, resolve_device, save_model
 from medslm.params import AlignParams, RunParams
 from medslm.rundir import RunDir, read_json, read_jsonl, sha256_file, write_json
-from medslm.training import last_checkpoint, loss_curve, run_fingerprint
+from medslm.training import last_checkpoint, loss_curve, run_fingerprint, train_or_restore
 
 STAGES = {"sft_dpo": ("sft", "dpo"), "sft_only": ("sft",), "dpo_only": ("dpo",)}
 # Knobs that do not change what is trained (a run differing only in these may resume the other's checkpoints).
@@ -149,7 +149,7 @@ class AlignRecipe:
         """``trainer.train()`` (resuming when it can), then the stage's summary; DPO adds held-out reward figures."""
         start = time.perf_counter()
         resumed = self.resume_point(stage)
-        trainer.train(resume_from_checkpoint=resumed)
+        train_or_restore(trainer, resumed)
         summary = {"global_step": trainer.state.global_step, "resumed_from": resumed,
                    "loss_curve": loss_curve(trainer.state.log_history)}
         if stage == "dpo":

@@ -92,8 +92,10 @@ def sft_trainer(model: Any, tokenizer: Any, train_dataset: Any, args: Any, peft:
     """``trl.SFTTrainer`` on conversational ``messages`` data."""
     from trl import SFTTrainer
 
+    from medslm.progress import trainer_callback
+
     return SFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                      peft_config=peft, callbacks=callbacks)
+                      peft_config=peft, callbacks=[trainer_callback("sft"), *(callbacks or [])])
 
 
 def dpo_trainer(model: Any, ref_model: Any, tokenizer: Any, train_dataset: Any, eval_dataset: Any, args: Any,
@@ -101,5 +103,8 @@ def dpo_trainer(model: Any, ref_model: Any, tokenizer: Any, train_dataset: Any, 
     """``trl.DPOTrainer`` on conversational prompt/chosen/rejected data."""
     from trl import DPOTrainer
 
+    from medslm.progress import trainer_callback
+
     return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
-                      eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft, callbacks=callbacks)
+                      eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft,
+                      callbacks=[trainer_callback("dpo"), *(callbacks or [])])

@@ -22,6 +22,7 @@ from medslm.training import (
     last_checkpoint,
     loss_curve,
     run_fingerprint,
+    train_or_restore,
     training_arguments,
 )
 
@@ -141,7 +142,7 @@ def train(model: Any, tokenizer: Any, docs: Sequence[str], params: CptParams, ou
     trainer = build_trainer(model, tokenizer, dataset, settings, callbacks=[recorder, *(callbacks or [])],
                             param_lrs=embedding_learning_rates(model, params))
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
+    train_or_restore(trainer, resume_from)
     seconds = time.perf_counter() - t0
     tokens_per_step = params.block_size * params.batch_size * params.grad_accum * max(trainer.args.world_size, 1)
     return TrainOutcome(

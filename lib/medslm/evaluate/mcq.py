@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medslm.progress import iter_progress
+
 
 @dataclass
 class MCQItem:
@@ -267,7 +269,8 @@ def score_mcq(
     logliks: list[list[float] | None] = [None] * len(items)
     short: list[tuple[int, list[tuple[list[int], list[int]]]]] = []  # (item index, its pairs)
     try:
-        for i, item in enumerate(tqdm(items, desc="multiple choice", disable=not progress)):
+        for i, item in enumerate(iter_progress(tqdm(items, desc="multiple choice", disable=not progress),
+                                               "multiple choice", total=len(items), unit=" items")):
             pairs = _checked_pairs(tokenizer, item.context, [item.delimiter + ch for ch in item.choices], add_bos_token)
             ctx = pairs[0][0]
             shared = all(p[0] == ctx for p in pairs) and all(len(ctx) + len(c) <= window + 1 for _, c in pairs)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from medslm.evaluate.mcq import prefix_token_id
+from medslm.progress import iter_progress
 
 
 def _head_parts(model: Any) -> tuple[Any, Any, float | None] | None:
@@ -69,7 +70,8 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(seqs), batch_size):
+        starts = range(0, len(seqs), batch_size)
+        for start in iter_progress(starts, "perplexity", total=len(starts), unit=" batches"):
             chunk = seqs[start:start + batch_size]
             width = max(len(s) for s in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
