@@ -105,3 +105,12 @@ def test_judge_through_a_real_transformers_serve(served_model):
     assert len(outcomes) == 3 and all(o.score in (0.0, 0.5, 1.0) for o in outcomes)
     assert llm.stats["calls"] == 6  # both orders of every pair were asked
     assert 0 <= win_rates(outcomes, n_boot=100)["win_rate"] <= 1
+
+
+def test_headline_of_a_row_and_of_a_failed_row():
+    from medslm.evaluate.recipe import Variant
+    from medslm.models import ModelRef
+
+    ok = Variant("sft", ModelRef("m"), {"toy_probes": {"acc": 0.61234, "n": 3}, "tasks": {}, "task_score": 0.1})
+    assert ok.headline() == {"toy_probes": 0.612, "task_score": 0.1}
+    assert Variant("x", ModelRef("m"), error="OSError: no weights").headline() == {"error": "OSError: no weights"}

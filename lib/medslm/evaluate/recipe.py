@@ -33,6 +33,16 @@ class Variant:
     scores: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
+    def headline(self) -> dict[str, float | str | None]:
+        """Each benchmark's accuracy and the task score, rounded — or the error of a failed row."""
+        if self.error:
+            return {"error": self.error}
+        out: dict[str, float | str | None] = {k: round(v["acc"], 3) for k, v in self.scores.items()
+                                              if isinstance(v, dict) and "acc" in v}
+        task = self.scores.get("task_score")
+        out["task_score"] = None if task is None else round(task, 3)
+        return out
+
 
 def run_variants(run: RunDir, params: EvaluateParams) -> list[Variant]:
     """The run's model folders that exist (in recipe order), then the comparators."""
