@@ -185,7 +185,9 @@ def _loglikelihood_tokens(model: Any, tokenizer: Any, encoded: Sequence[tuple[li
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc="log-likelihoods", disable=not progress):
+    starts = range(0, len(order), batch_size)
+    for start in iter_progress(tqdm(starts, desc="log-likelihoods", disable=not progress), "log-likelihoods",
+                               total=len(starts), unit=" batches"):
         idx = order[start:start + batch_size]
         width = max(len(rows[i][0]) for i in idx)
         batch = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -270,7 +272,8 @@ def score_mcq(
     short: list[tuple[int, list[tuple[list[int], list[int]]]]] = []  # (item index, its pairs)
     try:
         for i, item in enumerate(iter_progress(tqdm(items, desc="multiple choice", disable=not progress),
-                                               "multiple choice", total=len(items), unit=" items")):
+                                               "multiple choice (encoded, long contexts scored)", total=len(items),
+                                               unit=" items")):
             pairs = _checked_pairs(tokenizer, item.context, [item.delimiter + ch for ch in item.choices], add_bos_token)
             ctx = pairs[0][0]
             shared = all(p[0] == ctx for p in pairs) and all(len(ctx) + len(c) <= window + 1 for _, c in pairs)
