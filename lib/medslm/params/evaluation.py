@@ -26,12 +26,12 @@ class EvaluateParams(StrictModel):
         default_factory=lambda: ["toy_probes"],
         description="MCQ benchmarks: toy_probes, medqa, medmcqa, pubmedqa, mmlu_medical, mmmlu_de, global_mmlu_de (hub), or a local .jsonl/.csv path.",
     )
-    benchmark_limit: int = Field(1000, ge=1, description="Items per benchmark at most (seeded sample).")
+    benchmark_limit: int = Field(2000, ge=1, description="Items per benchmark at most (seeded sample).")
     num_fewshot: int = Field(0, ge=0, le=25, description="Solved examples before each question (lm-eval's k-shot; fixed seed).")
     chat_template: bool = Field(False, description="Render MCQ contexts with the model's chat template (lm-eval's apply_chat_template).")
     mcq_batch_size: int = Field(16, ge=1, description="Choices scored per forward pass.")
-    generative_limit: int = Field(120, ge=0, description="Held-out 05_synthesize test examples answered by each variant (0 = none).")
-    max_new_tokens: int = Field(96, ge=1, le=8192, description="Tokens generated per held-out answer.")
+    generative_limit: int = Field(60, ge=0, description="Held-out 05_synthesize test examples answered by each variant (0 = none).")
+    max_new_tokens: int = Field(64, ge=1, le=8192, description="Tokens generated per held-out answer.")
     gen_batch_size: int = Field(16, ge=1, description="Prompts per generate() batch.")
     judge: Literal["none", "reference", "openai", "transformers"] = Field(
         "reference", description="Pairwise judge: reference (toy world, offline: right fact, right language, concise), openai (a server) or transformers (local model)."

@@ -194,7 +194,7 @@ class AlignParams(StrictModel):
     save_steps: int = Field(100, ge=0, description="Checkpoint every N steps (0: none).")
     resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters and data.")
     logging_steps: int = Field(10, ge=1, description="Log the losses every N steps.")
-    check_examples: int = Field(120, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
+    check_examples: int = Field(60, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
 
     @field_validator("loss_type")
