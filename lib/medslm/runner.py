@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from medslm.params import STEP_DIRS, Profile, ProfileError, load_profile
+from medslm.report import write_report
+from medslm.resources import notebooks_dir as find_notebooks_dir
 from medslm.rundir import RunDir, now_iso, package_versions, sha256_file
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS_DIR = find_notebooks_dir()  # the checkout's notebooks/, else those shipped in the package
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour and cursor codes of IPython tracebacks
 
 
@@ -163,4 +165,5 @@ def run_profile(
         rd.update_step(name, status="done", ended=now_iso(), seconds=seconds, fingerprint=fp,
                        artifacts=rd.collect_artifacts(name), upstream=upstream)
         log(f"{prefix}: done in {seconds:.1f} s")
+    write_report(rd.path)  # <run>/report.html: the page of every step done so far
     return rd.path
