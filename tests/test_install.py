@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -80,8 +81,9 @@ def test_install_cell_installs_the_checkout_and_keeps_torch(tmp_path, monkeypatc
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'medslm'\n")
     (tmp_path / "notebooks").mkdir()
     calls = run_install_cell(tmp_path / "notebooks", monkeypatch)
-    assert calls == ['pip install -q ".." -c keep-torch.txt']
-    assert (tmp_path / "notebooks" / "keep-torch.txt").read_text() == f"torch=={version('torch')}\n"
+    keep = Path(tempfile.gettempdir()) / "medslm-keep-torch.txt"
+    assert calls == [f'pip install -q ".." -c {keep}']
+    assert keep.read_text() == f"torch=={version('torch')}\n"
 
 
 def test_install_cell_outside_a_checkout_asks_for_a_source(tmp_path, monkeypatch):

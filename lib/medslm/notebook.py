@@ -114,13 +114,14 @@ INSTALL_CELL = """\
 # file, or the git URL of your copy of the project ("git+https://..."); set it when the notebook stands alone.
 MEDSLM_SOURCE = ".."
 import importlib.util
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 if importlib.util.find_spec("medslm") is None:
     if MEDSLM_SOURCE == ".." and not Path("../pyproject.toml").is_file():
         raise RuntimeError("medslm is not installed and this notebook is not in a checkout: set MEDSLM_SOURCE")
-    keep = Path("keep-torch.txt")  # an importable torch (Colab/Kaggle: CUDA) is kept as it is
+    keep = Path(tempfile.gettempdir()) / "medslm-keep-torch.txt"  # an importable (CUDA) torch stays as it is
     keep.write_text(f"torch=={version('torch')}\\n" if importlib.util.find_spec("torch") else "")
     %pip install -q "{MEDSLM_SOURCE}" -c {keep}"""
 
