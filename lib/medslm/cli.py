@@ -1,4 +1,4 @@
-"""The ``medslm`` command: ``run``, ``validate``, ``show``, ``steps`` and ``cells``."""
+"""The ``medslm`` command: ``run``, ``validate``, ``show``, ``steps``, ``cells``, ``report`` and ``init``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--write", metavar="README", help="replace the figure block of this README")
     cells = sub.add_parser("cells", help="regenerate the notebooks' parameters cells from medslm.params")
     cells.add_argument("--check", action="store_true", help="only report notebooks whose cell is out of date")
+    report = sub.add_parser("report", help="write RUN_DIR/report.html from the run's metrics, figures and manifest")
+    report.add_argument("run_dir", help="a run directory, e.g. outputs/smoke")
+    init = sub.add_parser("init", help="copy the notebooks and profiles into DIR to edit and run them there")
+    init.add_argument("dir", help="folder to create (gets notebooks/, params/ and outputs/)")
+    init.add_argument("--force", action="store_true", help="overwrite notebooks/ and params/ that exist in DIR")
     return parser
 
 
@@ -53,13 +58,30 @@ def main(argv: list[str] | None = None) -> int:
             print(figure_table(args.run_dir))
             return 0
         if args.command == "cells":
-            from medslm.notebook import sync_parameters_cells
+            from medslm.notebook import sync_install_cells, sync_parameters_cells
             from medslm.runner import NOTEBOOKS_DIR
 
-            changed = sync_parameters_cells(NOTEBOOKS_DIR, check=args.check)
-            for path in changed:
-                print(f"{path}: parameters cell {'out of date' if args.check else 'rewritten'}")
+            changed = []
+            for kind, sync in (("parameters", sync_parameters_cells), ("install", sync_install_cells)):
+                for path in sync(NOTEBOOKS_DIR, check=args.check):
+                    changed.append(path)
+                    print(f"{path}: {kind} cell {'out of date' if args.check else 'rewritten'}")
             return 1 if args.check and changed else 0
+        if args.command == "report":
+            from medslm.report import write_report
+
+            print(f"report: {write_report(args.run_dir)}")
+            return 0
+        if args.command == "init":
+            from medslm.resources import init_project
+
+            try:
+                folders = init_project(args.dir, overwrite=args.force)
+            except FileExistsError as e:
+                print(f"medslm: {e}", file=sys.stderr)
+                return 2
+            print("copied " + ", ".join(str(f) for f in folders) + f"; run e.g. `medslm run {folders[1]}/smoke.yaml`")
+            return 0
         if args.command == "validate":
             prof = load_profile(args.profile)
             print(f"{args.profile}: valid; run {prof.run.name!r} → {prof.run_dir()}; steps: {', '.join(prof.step_names())}")
@@ -86,7 +108,7 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a step (validation, lock): nothing to mark
         print("medslm: interrupted", file=sys.stderr)
         return 130
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
     return 0
 
 

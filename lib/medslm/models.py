@@ -274,3 +274,52 @@ def model_stats(model: torch.nn.Module) -> ModelStats:
         bytes=n_bytes,
         dtype=main,
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training memory: a rough rule, stated once (README's profile table is printed from it and a test checks it)
+# --------------------------------------------------------------------------------------------------------------
+
+BYTES_PER_PARAMETER = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "nf4": 0.55}  # nf4: 4 bits + block-wise constants
+LORA_TRAINABLE_SHARE = 0.01  # adapters on the attention + MLP projections, rank 16, are ~0.5–1.5 % of the weights
+ACTIVATION_SHARE = 0.25  # activations (checkpointed, a few thousand tokens per GPU) as a share of the weights' bytes
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes one GPU needs to train a model: weights, gradients, AdamW states, activations (rough) and their sum."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+def training_memory(params_count: float, mode: str, precision: str, gpus: int = 1) -> TrainingMemory:
+    """Rough memory per GPU to train ``params_count`` parameters.
+
+    * full: weights, gradients and AdamW's two states, all in the weights' dtype (torch keeps the states in the
+      parameter's dtype): 4 x bytes per parameter (16 in fp32, 8 in bf16); with ``gpus`` > 1 FSDP shards all three.
+    * lora / qlora: the frozen base (bf16/fp16/fp32, or NF4 for qlora, sharded over ``gpus`` too) plus
+      :data:`LORA_TRAINABLE_SHARE` of the parameters trained in fp32 (weights, gradients, two states: 16 bytes).
+    * activations: :data:`ACTIVATION_SHARE` x the weights' bytes in the compute precision, not sharded.
+    """
+    if mode not in ("full", "lora", "qlora"):
+        raise ValueError(f"mode {mode!r} is not one of full, lora, qlora")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r} is not one of fp32, bf16, fp16")
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
+    compute = BYTES_PER_PARAMETER[precision]
+    activations = ACTIVATION_SHARE * params_count * compute
+    if mode == "full":
+        per_gpu = params_count * compute / gpus
+        return TrainingMemory(per_gpu, per_gpu, 2 * per_gpu, activations)
+    base = params_count * BYTES_PER_PARAMETER["nf4" if mode == "qlora" else precision] / gpus
+    trainable = LORA_TRAINABLE_SHARE * params_count * BYTES_PER_PARAMETER["fp32"]
+    return TrainingMemory(base + trainable, trainable, 2 * trainable, activations)

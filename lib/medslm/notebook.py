@@ -9,7 +9,8 @@ In a notebook::
 
 Each notebook's cell tagged ``parameters`` is *generated* from the step's pydantic model
 (:func:`parameters_cell_source`; ``medslm cells`` rewrites them), so a default is stated once, in
-:mod:`medslm.params`.
+:mod:`medslm.params`. The cell tagged ``install`` (Colab/Kaggle) is generated too, from :data:`INSTALL_CELL`, so every
+notebook installs medslm the same way.
 """
 
 from __future__ import annotations
@@ -105,24 +106,61 @@ def parameters_cell_source(step: str) -> str:
     return CELL_HEADER + "\n".join(lines) + "\n" + CELL_FOOTER
 
 
+# The first code cell of every notebook. It never names a URL: the user sets MEDSLM_SOURCE (default: the checkout
+# the notebook sits in); torch is pinned to the importable version (-c), so pip never replaces Colab's CUDA torch.
+INSTALL_CELL = """\
+# Colab / Kaggle: install medslm when this kernel cannot import it (a no-op in the project's environment).
+# MEDSLM_SOURCE: a folder holding medslm's pyproject.toml (default: the checkout this notebook sits in), a wheel
+# file, or the git URL of your copy of the project ("git+https://..."); set it when the notebook stands alone.
+MEDSLM_SOURCE = ".."
+import importlib.util
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+if importlib.util.find_spec("medslm") is None:
+    if MEDSLM_SOURCE == ".." and not Path("../pyproject.toml").is_file():
+        raise RuntimeError("medslm is not installed and this notebook is not in a checkout: set MEDSLM_SOURCE")
+    keep = Path(tempfile.gettempdir()) / "medslm-keep-torch.txt"  # an importable (CUDA) torch stays as it is
+    keep.write_text(f"torch=={version('torch')}\\n" if importlib.util.find_spec("torch") else "")
+    %pip install -q "{MEDSLM_SOURCE}" -c {keep}"""
+
+
+def install_cell_source() -> str:
+    """The source of every notebook's cell tagged ``install`` (:data:`INSTALL_CELL`)."""
+    return INSTALL_CELL
+
+
+def _sync_tagged_cell(path: Path, tag: str, wanted: str, check: bool) -> bool:
+    """Whether the one cell tagged ``tag`` in ``path`` differs from ``wanted``; rewritten unless ``check``."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{path}: needs exactly one cell tagged {tag!r}, found {len(tagged)}")
+    if tagged[0].source == wanted:
+        return False
+    if not check:
+        tagged[0].source = wanted
+        nbformat.write(nb, path)
+    return True
+
+
+def _step_notebooks(notebooks_dir: str | Path) -> dict[str, Path]:
+    paths = {step: Path(notebooks_dir) / f"{STEP_DIRS[step]}.ipynb" for step in STEP_PARAMS}
+    return {step: path for step, path in paths.items() if path.is_file()}
+
+
 def sync_parameters_cells(notebooks_dir: str | Path, check: bool = False) -> list[Path]:
     """Rewrite (or with ``check`` only list) the notebooks whose parameters cell differs from
     :func:`parameters_cell_source`. Returns the notebooks that differ(ed)."""
-    import nbformat
+    return [path for step, path in _step_notebooks(notebooks_dir).items()
+            if _sync_tagged_cell(path, "parameters", parameters_cell_source(step), check)]
 
-    changed = []
-    for step in STEP_PARAMS:
-        path = Path(notebooks_dir) / f"{STEP_DIRS[step]}.ipynb"
-        if not path.is_file():
-            continue
-        nb = nbformat.read(path, as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        if len(tagged) != 1:
-            raise ValueError(f"{path}: needs exactly one cell tagged 'parameters', found {len(tagged)}")
-        wanted = parameters_cell_source(step)
-        if tagged[0].source != wanted:
-            changed.append(path)
-            if not check:
-                tagged[0].source = wanted
-                nbformat.write(nb, path)
-    return changed
+
+def sync_install_cells(notebooks_dir: str | Path, check: bool = False) -> list[Path]:
+    """Rewrite (or with ``check`` only list) the notebooks whose cell tagged ``install`` differs from
+    :func:`install_cell_source`. Returns the notebooks that differ(ed)."""
+    return [path for path in _step_notebooks(notebooks_dir).values()
+            if _sync_tagged_cell(path, "install", install_cell_source(), check)]

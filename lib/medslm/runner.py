@@ -22,9 +22,11 @@ from typing import Any
 from medslm.params import STEP_DIRS, Profile, ProfileError, load_profile
 from medslm.plan import StepPlan, UpstreamNotReady, plan_step
 from medslm.progress import follow
+from medslm.report import write_report
+from medslm.resources import notebooks_dir as find_notebooks_dir
 from medslm.rundir import RunDir, now_iso, package_versions
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS_DIR = find_notebooks_dir()  # the checkout's notebooks/, else those shipped in the package
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour and cursor codes of IPython tracebacks
 
 
@@ -163,6 +165,7 @@ def run_profile(
                 continue
             execute_step(run, profile, plan, notebook, notebooks_dir, prefix, log, execution_timeout)
             verified.add(name)
+        write_report(run.path)  # <run>/report.html: one page for every step done so far
     return run.path
 
 

@@ -20,7 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ACCELERATE_DIR = Path(__file__).resolve().parents[3] / "params" / "accelerate"
+from medslm.resources import accelerate_dir
+
+ACCELERATE_DIR = accelerate_dir()  # the checkout's params/accelerate, else the packaged copy
 LAUNCH_MODULE = "medslm.cpt.launch"
 
 
