@@ -75,6 +75,11 @@ def test_every_variant_is_scored_and_recorded_per_item(run_dir, tmp_path):
         assert [g["id"] for g in generations] == ["t1", "t2", "t3", "t4"]
         json_rows = [g for g in generations if g["format"] == "json"]
         assert all("json_valid" in g["scores"] for g in json_rows)
+        by_task: dict[str, list[float]] = {}
+        for g in generations:  # the row's task score: the mean over tasks of the answers' headline scores
+            by_task.setdefault(g["task"], []).append(g["scores"]["score"])
+        means = [sum(v) / len(v) for v in by_task.values()]
+        assert table[label]["task_score"] == pytest.approx(sum(means) / len(means))
     assert set(metrics["win_rates"]) == {"merge:instruct", "sft:merge"}  # the broken model has no answers
     judged = read_jsonl(items / "merge_vs_instruct.judge.jsonl")
     assert len(judged) == 4 and metrics["win_rates"]["merge:instruct"]["win_rate"] == pytest.approx(

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medslm.evaluate.generative import json_field_accuracy, json_valid, token_f1
+from medslm.evaluate.generative import task_score
 
 
 def sample_rows(rows: list[dict[str, Any]], n: int, seed: int = 0, purpose: str = "checks") -> list[dict[str, Any]]:
@@ -34,13 +34,6 @@ def answer(model_dir: str | Path, rows: list[dict[str, Any]], device: str, max_n
     return backend.generate([row["messages"][:-1] for row in rows])
 
 
-def task_score(row: dict[str, Any], prediction: str, schemas: dict[str, Any]) -> dict[str, float]:
-    """One answer's scores: ``score`` (token F1, or JSON field accuracy) and, for JSON answers, ``json_valid``."""
-    reference = row["messages"][-1]["content"]
-    if row.get("format") == "json":
-        valid = json_valid(prediction, schemas.get(row["task"]))
-        return {"score": json_field_accuracy(prediction, reference) if valid else 0.0, "json_valid": valid}
-    return {"score": token_f1(prediction, reference)}
 
 
 def language_shares(rows: list[dict[str, Any]], predictions: list[str], languages: list[str]) -> list[float | None]:
@@ -65,7 +58,7 @@ def summarize(rows: list[dict[str, Any]], predictions: list[str], schemas: dict[
     per_task: dict[str, list[float]] = defaultdict(list)
     valid: list[float] = []
     for row, prediction in zip(rows, predictions, strict=True):
-        scores = task_score(row, prediction, schemas)
+        scores = task_score(prediction, row["messages"][-1]["content"], row.get("format"), schemas.get(row["task"]))
         per_task[row["task"]].append(scores["score"])
         if "json_valid" in scores:
             valid.append(scores["json_valid"])

@@ -119,6 +119,16 @@ def score_record(prediction: str, reference: Any, schema: dict[str, Any] | None 
             "rouge_l": rouge_l(prediction, reference)}
 
 
+def task_score(prediction: str, reference: str, fmt: str | None, schema: dict[str, Any] | None = None) -> dict[str, float]:
+    """The one headline score of a held-out task answer, the same in 06's quick checks and in 07: token F1 for a
+    text answer; for a JSON answer its field accuracy, 0 when it is not valid against the schema (plus
+    ``json_valid``)."""
+    if fmt == "json":
+        valid = json_valid(prediction, schema)
+        return {"score": json_field_accuracy(prediction, reference) if valid else 0.0, "json_valid": valid}
+    return {"score": token_f1(prediction, reference)}
+
+
 def score_task(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean of each score per task (``task`` field; ``all`` if absent), with ``n``."""
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medslm.evaluate.benchmarks import accuracy_with_interval, benchmark, build_items, load_hub, load_local
-from medslm.evaluate.generative import score_record
+from medslm.evaluate.generative import score_record, task_score
 from medslm.evaluate.judge import judge_pairs, reference_judge, win_rates
 from medslm.evaluate.mcq import MCQItem, score_mcq
 from medslm.models import ModelRef, base_model_ref, load_model, load_tokenizer, resolve_device
@@ -142,7 +142,8 @@ class EvaluateRecipe:
         records, totals = [], {}
         for row, answer in zip(self.prompts, answers, strict=True):
             reference = row["messages"][-1]["content"]
-            scores = score_record(answer, reference, row["schema"])
+            scores = {**score_record(answer, reference, row["schema"]),
+                      **task_score(answer, reference, row.get("format"), row["schema"])}
             n_tokens = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
             records.append({"variant": variant.label, "id": row.get("id"), "task": row["task"],
                             "format": row.get("format"), "prompt_language": row.get("language"),
@@ -154,8 +155,8 @@ class EvaluateRecipe:
         write_jsonl(self.out.items / f"{variant.label}.generations.jsonl", records)
         variant.scores["tasks"] = {task: {k: sum(v) / len(v) for k, v in scores.items()}
                                    for task, scores in sorted(totals.items())}
-        primary = [s.get("json_field_accuracy", s.get("token_f1", 0.0)) for s in variant.scores["tasks"].values()]
-        variant.scores["task_score"] = sum(primary) / len(primary) if primary else None
+        per_task = [s["score"] for s in variant.scores["tasks"].values()]  # the mean of the tasks' mean scores
+        variant.scores["task_score"] = sum(per_task) / len(per_task) if per_task else None
 
     # ------------------------------------------------------------------------------------------------- judge
 
