@@ -174,10 +174,11 @@ def test_synthesize_align_evaluate_and_failure_analysis_ran(smoke):
 
 @pytest.mark.slow
 def test_readme_figures_are_this_runs(smoke):
-    """The README's figure table is generated from a smoke run (medslm figures); this run must reproduce it
-    within 0.02 (the toy world's figures vary by ~0.01 between machines; counts must match exactly)."""
+    """The README's figure table is generated from a smoke run (medslm figures); this run must reproduce it within
+    each figure's stated tolerance (0.02 for 00–05: training on a CPU varies by ~0.01; 0.05 for 06–07, read from 60
+    generated answers; counts exactly)."""
     from medslm.figures import compare, figure_table, readme_block
 
     readme = readme_block((REPO / "README.md").read_text(encoding="utf-8"))
-    problems = compare(readme, figure_table(smoke["run"].path), tolerance=0.02)
+    problems = compare(readme, figure_table(smoke["run"].path))
     assert not problems, "\n".join(problems)
