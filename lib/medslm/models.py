@@ -281,7 +281,7 @@ def model_stats(model: torch.nn.Module) -> ModelStats:
 # --------------------------------------------------------------------------------------------------------------
 
 BYTES_PER_PARAMETER = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "nf4": 0.55}  # nf4: 4 bits + block-wise constants
-LORA_TRAINABLE_SHARE = 0.01  # adapters on the attention + MLP projections, rank 16, are ~0.5–1.5 % of the weights
+LORA_TRAINABLE_SHARE = 0.01  # rank-16 adapters on attention + MLP: ~0.5 % of a 7-8 B model, 3.5 % of SmolLM2-135M (measured)
 ACTIVATION_SHARE = 0.25  # activations (checkpointed, a few thousand tokens per GPU) as a share of the weights' bytes
 GiB = 1024**3
 
