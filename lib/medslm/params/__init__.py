@@ -24,7 +24,13 @@ from medslm.params.base import (
 )
 from medslm.params.data import AnnotateParams, ClassifyParams, PrepareParams
 from medslm.params.evaluation import EvaluateParams, FailureAnalysisParams
-from medslm.params.instructions import AlignParams, SynthesizeParams
+from medslm.params.instructions import (
+    SYNTH_DOC_TYPES,
+    SYNTH_REJECTIONS,
+    SYNTH_TASKS,
+    AlignParams,
+    SynthesizeParams,
+)
 from medslm.params.profile import (
     MODEL_FIELDS,
     PATH_FIELDS,
@@ -42,7 +48,7 @@ from medslm.params.profile import (
 from medslm.params.training import LLAMA_PROJECTIONS, CptParams, MergeParams
 
 __all__ = [
-    "LLAMA_PROJECTIONS", "MODEL_FIELDS", "PATH_FIELDS", "STEP_DIRS", "STEP_ORDER", "STEP_PARAMS", "AlignParams",
+    "LLAMA_PROJECTIONS", "MODEL_FIELDS", "SYNTH_DOC_TYPES", "SYNTH_REJECTIONS", "SYNTH_TASKS", "PATH_FIELDS", "STEP_DIRS", "STEP_ORDER", "STEP_PARAMS", "AlignParams",
     "AnnotateParams", "ClassifyParams", "CptParams", "Device", "EvaluateParams", "FailureAnalysisParams", "Language",
     "MergeParams", "PrepareParams", "Profile", "ProfileError", "RunParams", "StrictModel", "SynthesizeParams",
     "known_steps", "load_profile", "looks_like_secret", "mask_secret", "parse_profile", "read_yaml", "repo_root_of",
