@@ -502,3 +502,36 @@ def test_notebook_and_launcher_are_one_code_path(run_dir, tmp_path, monkeypatch)
     a, b = _state(RunDir(run_dir).cpt.model), _state(RunDir(notebook_run).cpt.model)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert launched["after"] == notebook["after"] and launched["forgetting"] == notebook["forgetting"]
+
+
+def test_documents_are_not_wrapped_in_a_chat_marker(tiny_tokenizer):
+    """SmolLM2's BOS is <|im_start|>, which its chat template writes before every turn: packing must then separate
+    documents by EOS alone instead of wrapping each as <|im_start|>text<|im_end|>."""
+    import copy
+
+    from medslm.training import document_bos, tokenize_documents
+
+    assert document_bos(tiny_tokenizer) == tiny_tokenizer.bos_token_id  # the toy template never writes <s>
+    chat_marker = copy.deepcopy(tiny_tokenizer)
+    chat_marker.chat_template = "{% for m in messages %}" + chat_marker.bos_token + "{{ m['content'] }}{% endfor %}"
+    assert document_bos(chat_marker) is None
+    ids = tokenize_documents(chat_marker, ["Metformin treats diabetes."])[0]
+    assert ids[0] != chat_marker.bos_token_id and ids[-1] == chat_marker.eos_token_id
+    assert tokenize_documents(tiny_tokenizer, ["Metformin treats diabetes."])[0][0] == tiny_tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("save_dtype, expected", [("source", "bfloat16"), ("float32", "float32")])
+def test_model_is_saved_in_the_source_dtype_unless_asked(run_dir, tiny_tokenizer, save_dtype, expected):
+    """A bfloat16 base trained in float32 on a CPU comes back in bfloat16 (half the bytes), unless asked otherwise."""
+    from safetensors import safe_open
+
+    from medslm.models import load_model, save_model, source_dtype
+
+    base = RunDir(run_dir).prepare.model
+    save_model(load_model(base, device="cpu").to(torch.bfloat16), tiny_tokenizer, base)
+    assert source_dtype(str(base)) == "bfloat16"
+    run_recipe(CptParams(mode="lora", save_dtype=save_dtype, **FAST), run_dir, evaluate=False)
+    model_dir = RunDir(run_dir).cpt.model
+    assert source_dtype(str(model_dir)) == expected
+    with safe_open(str(next(model_dir.glob("*.safetensors"))), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {f"torch.{expected}"}

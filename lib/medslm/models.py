@@ -179,6 +179,31 @@ def save_model(model: Any, tokenizer: Any, path: str | Path, max_shard_size: str
     return path
 
 
+def source_dtype(ref: ModelRef | str) -> str | None:
+    """The dtype a model's config records (``bfloat16`` for most hub models), None when it records none."""
+    from transformers import AutoConfig
+
+    ref = ModelRef.of(ref)
+    config = AutoConfig.from_pretrained(ref.ref, **_hub_kwargs(ref.ref, ref.revision, ref.trust_remote_code))
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype else None
+
+
+def cast_saved_model(folder: str | Path, dtype: str | None) -> Path:
+    """Rewrite a saved model folder in ``dtype`` (e.g. the source model's bfloat16 after float32 training, so a
+    270 MB model does not come back as 540 MB); a no-op when it already is, or when ``dtype`` is None."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if dtype is None or source_dtype(str(folder)) == dtype:
+        return folder
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), use_safetensors=True)
+    for old in [*folder.glob("*.safetensors"), *folder.glob("*.safetensors.index.json")]:
+        old.unlink()
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def merge_lora_adapter(
     base_ref: str | Path,
     adapter_dir: str | Path,

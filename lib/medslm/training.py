@@ -16,9 +16,22 @@ from typing import Any
 import torch
 
 
+def document_bos(tokenizer: Any) -> int | None:
+    """The token that opens each packed document: BOS, unless the tokenizer has none or its BOS is a chat marker
+    that its chat template writes before every turn (SmolLM2's ``<|im_start|>``): a document is then separated by
+    the EOS before it alone, as such models were pretrained, never wrapped as ``<|im_start|>text<|im_end|>``."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    if tokenizer.bos_token and tokenizer.bos_token in (getattr(tokenizer, "chat_template", None) or ""):
+        return None
+    return bos
+
+
 def tokenize_documents(tokenizer: Any, texts: Iterable[str], add_bos: bool = True) -> list[list[int]]:
-    """Token ids of each document as ``[BOS] + ids + [EOS]`` (BOS only when the tokenizer has one)."""
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    """Token ids of each document as ``[BOS] + ids + [EOS]`` (BOS per :func:`document_bos`)."""
+    bos_id = document_bos(tokenizer) if add_bos else None
+    bos = [bos_id] if bos_id is not None else []
     eos = [tokenizer.eos_token_id]
     texts = list(texts)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []

@@ -27,7 +27,15 @@ from medslm.align.trainers import (
     sft_config,
     sft_trainer,
 )
-from medslm.models import ModelRef, load_tokenizer, merge_lora_adapter, resolve_device, save_model
+from medslm.models import (
+    ModelRef,
+    cast_saved_model,
+    load_tokenizer,
+    merge_lora_adapter,
+    resolve_device,
+    save_model,
+    source_dtype,
+)
 from medslm.params import AlignParams, RunParams
 from medslm.rundir import RunDir, read_json, read_jsonl, sha256_file, write_json
 from medslm.training import last_checkpoint, loss_curve, run_fingerprint, train_or_restore
@@ -178,6 +186,7 @@ class AlignRecipe:
                                **base.hub_kwargs())
         trainer.model = trainer.model_wrapped = None
         gc.collect()
+        cast_saved_model(model_dir, source_dtype(self.stage_input(stage)))  # the dtype the stage started from
         (model_dir / "README.md").write_text(self._card(stage), encoding="utf-8")
         return model_dir
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from medslm import cards
 from medslm.cpt.launch import is_main_process
-from medslm.models import ModelRef, merge_lora_adapter, save_model
+from medslm.models import ModelRef, cast_saved_model, merge_lora_adapter, save_model, source_dtype
 from medslm.params import CptParams
 from medslm.rundir import CptDir, RunDir, write_text
 
@@ -71,6 +71,7 @@ def finalize(model: Any, tokenizer: Any, params: CptParams, out: CptDir | RunDir
         if cpt_dir.model.exists():
             shutil.rmtree(cpt_dir.model)
         merge_adapter(base, first, cpt_dir.model, tokenizer=tokenizer, device=device)
+    cast_saved_model(cpt_dir.model, source_dtype(base) if params.save_dtype == "source" else params.save_dtype)
     write_text(cpt_dir.model / "README.md", model_card(params, base, corpus, global_step))
     return cpt_dir.model
 

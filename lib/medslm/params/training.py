@@ -57,6 +57,9 @@ class CptParams(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: fp32 on CPU, bf16 on Ampere+ GPUs, fp16 on older GPUs (T4); or force one."
     )
+    save_dtype: Literal["source", "float32", "bfloat16", "float16"] = Field(
+        "source", description="Dtype of the saved model: source (the base model's, e.g. bfloat16) or a given one; training runs in float32 on a CPU."
+    )
     save_steps: int = Field(50, ge=0, description="Write a checkpoint every N steps into 03_cpt/checkpoints (0: none).")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
     resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters, if any.")
