@@ -1,10 +1,21 @@
-"""Descriptive statistics of corpora and tokenizers (plain dicts, for metrics.json and plots)."""
+"""Descriptive statistics of corpora and tokenizers (plain dicts, for metrics.json and plots), and seeded samples."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def seeded_sample(items: Sequence[T], n: int, salt: str) -> list[T]:
+    """``n`` of ``items`` drawn with ``random.Random(salt)`` (all of them, in order, when there are no more than n):
+    the same sample on every call with the same salt, e.g. ``"benchmark:<seed>"``."""
+    if len(items) <= n:
+        return list(items)
+    return random.Random(salt).sample(list(items), n)
 
 
 def corpus_stats(records: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -9,20 +9,18 @@ identified with the same lingua filter 05_synthesize uses.
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from medslm.evaluate.generative import task_score
+from medslm.stats import seeded_sample
 
 
 def sample_rows(rows: list[dict[str, Any]], n: int, seed: int = 0, purpose: str = "checks") -> list[dict[str, Any]]:
     """A seeded sample of ``n`` rows (all when there are fewer), the same on every call with the same purpose."""
-    if len(rows) <= n:
-        return list(rows)
-    return random.Random(f"align-{purpose}:{seed}").sample(rows, n)
+    return seeded_sample(rows, n, f"align-{purpose}:{seed}")
 
 
 def answer(model_dir: str | Path, rows: list[dict[str, Any]], device: str, max_new_tokens: int,

@@ -78,10 +78,12 @@ def replay_documents(corpus: str | Path | Sequence[dict[str, Any]], kept: Sequen
 
 
 def load_replay(params: CptParams, rundir: RunDir | str | Path, kept: Sequence[dict[str, Any]], n_train: int,
-                seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                seed: int = 0, corpus: Sequence[dict[str, Any]] | None = None
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The replay documents of a run (:func:`replay_documents` from 00_prepare's corpus) and a record of them:
     ``{"fraction", "documents", "source", "sha256"}``. With ``replay_fraction`` > 0 but no corpus file there is no
-    replay; a warning says so and the record carries the reason (``skipped``)."""
+    replay; a warning says so and the record carries the reason (``skipped``). ``corpus``: that file's records,
+    when the caller has read them already."""
     rd = rundir if isinstance(rundir, RunDir) else RunDir(rundir)
     info: dict[str, Any] = {"fraction": params.replay_fraction, "documents": 0, "source": str(rd.prepare.corpus),
                             "sha256": None}
@@ -92,7 +94,8 @@ def load_replay(params: CptParams, rundir: RunDir | str | Path, kept: Sequence[d
         warnings.warn(f"replay_fraction {params.replay_fraction} but {info['skipped']}: training on the filtered "
                       "corpus only", stacklevel=2)
         return [], info
-    replay = replay_documents(rd.prepare.corpus, kept, params.replay_fraction, n_train, seed)
+    replay = replay_documents(corpus if corpus is not None else rd.prepare.corpus, kept, params.replay_fraction,
+                              n_train, seed)
     info.update(documents=len(replay), sha256=sha256_file(rd.prepare.corpus))
     return replay, info
 
@@ -196,14 +199,14 @@ def _key(record: dict[str, Any]) -> str:
     return f"id:{record['id']}" if record.get("id") is not None else f"text:{record['text']}"
 
 
-def heldout_general_documents(corpus: str | Path, used: Sequence[dict[str, Any]], n: int, seed: int = 0
-                              ) -> list[dict[str, Any]]:
-    """Up to ``n`` corpus documents that are neither kept by the filter nor replayed (``used``): general web text
-    the model never trains on, for general perplexity (forgetting) on a real corpus. Seeded."""
-    if n <= 0 or not Path(corpus).is_file():
+def heldout_general_documents(corpus: Sequence[dict[str, Any]], used: Sequence[dict[str, Any]], n: int,
+                              seed: int = 0) -> list[dict[str, Any]]:
+    """Up to ``n`` documents of the web ``corpus`` (its records) that are neither kept by the filter nor replayed
+    (``used``): general web text the model never trains on, for general perplexity (forgetting). Seeded."""
+    if n <= 0:
         return []
     taken = {_key(r) for r in used}
-    rest = [r for r in read_jsonl(corpus, required=("text",)) if _key(r) not in taken]
+    rest = [r for r in corpus if _key(r) not in taken]
     return random.Random(f"heldout-general:{seed}").sample(rest, min(n, len(rest)))
 
 
@@ -252,8 +255,9 @@ def prepare_data(params: CptParams, run: RunDir, seed: int = 0) -> CptData:
     path = run.classify.filtered
     records = load_documents(path)
     train_docs, heldout_docs = split_documents(records, params.heldout_fraction, seed)
-    replay, replay_info = load_replay(params, run, records, len(train_docs), seed)
-    general = heldout_general_documents(run.prepare.corpus, [*records, *replay], params.eval_max_texts, seed)
+    web = read_jsonl(run.prepare.corpus, required=("text",)) if run.prepare.corpus.is_file() else []  # read once
+    replay, replay_info = load_replay(params, run, records, len(train_docs), seed, corpus=web)
+    general = heldout_general_documents(web, [*records, *replay], params.eval_max_texts, seed)
     corpus = {"path": str(path), "sha256": sha256_file(path), "train_documents": len(train_docs),
               "heldout_documents": len(heldout_docs), "replay_documents": len(replay),
               "heldout_general_documents": len(general)}

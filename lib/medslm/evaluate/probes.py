@@ -19,8 +19,13 @@ def evaluate_probes(model: Any, tokenizer: Any, probes: Sequence[dict[str, Any]]
                     progress: bool = False, add_bos_token: bool | None = None) -> dict[str, Any]:
     """Accuracy on the probes: headline ``medical``/``general``/``chat`` (acc) plus acc/acc_norm per group,
     language and relation."""
-    results = score_mcq(model, tokenizer, probes, batch_size=batch_size, progress=progress,
-                        add_bos_token=add_bos_token)
+    return probe_accuracy(score_mcq(model, tokenizer, probes, batch_size=batch_size, progress=progress,
+                                    add_bos_token=add_bos_token))
+
+
+def probe_accuracy(results: Sequence[Any]) -> dict[str, Any]:
+    """Headline ``medical``/``general``/``chat`` accuracy of scored probes, plus acc/acc_norm per group, language and
+    relation (``detail``)."""
     for r in results:
         r.item.meta["group"] = probe_group({**r.item.meta})
     by_group = accuracy(results, by=("group",))

@@ -8,7 +8,6 @@ becomes a failed row with its reason; the others still run. Per-item records go 
 
 from __future__ import annotations
 
-import random
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,9 +18,11 @@ from medslm.evaluate.benchmarks import accuracy_with_interval, benchmark, build_
 from medslm.evaluate.generative import score_record, task_score
 from medslm.evaluate.judge import judge_pairs, reference_judge, win_rates
 from medslm.evaluate.mcq import MCQItem, score_mcq
+from medslm.evaluate.probes import probe_accuracy
 from medslm.models import ModelRef, base_model_ref, load_model, load_tokenizer, resolve_device
 from medslm.params import EvaluateParams, RunParams
 from medslm.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
+from medslm.stats import seeded_sample
 
 
 @dataclass
@@ -91,8 +92,7 @@ class EvaluateRecipe:
                 bench = benchmark("local" if name.endswith((".jsonl", ".csv")) else name)
                 items = build_items(bench, docs, k=self.params.num_fewshot, tokenizer=tokenizer,
                                     chat_template=self.params.chat_template)
-            if len(items) > self.params.benchmark_limit:
-                items = random.Random(f"benchmark:{self.settings.seed}").sample(items, self.params.benchmark_limit)
+            items = seeded_sample(items, self.params.benchmark_limit, f"benchmark:{self.settings.seed}")
             self.items[Path(name).stem if name.endswith((".jsonl", ".csv")) else name] = items
         return {name: len(items) for name, items in self.items.items()}
 
@@ -102,8 +102,7 @@ class EvaluateRecipe:
         if self.params.generative_limit == 0 or not test.is_file():
             return 0
         rows = read_jsonl(test, required=("messages", "task"))
-        if len(rows) > self.params.generative_limit:
-            rows = random.Random(f"generative:{self.settings.seed}").sample(rows, self.params.generative_limit)
+        rows = seeded_sample(rows, self.params.generative_limit, f"generative:{self.settings.seed}")
         schemas = read_json(self.run_dir.synthesize.schemas) if self.run_dir.synthesize.schemas.is_file() else {}
         self.prompts = [{**row, "schema": schemas.get(row["task"]) if row.get("format") == "json" else None}
                         for row in rows]
@@ -121,7 +120,8 @@ class EvaluateRecipe:
                 results = score_mcq(model, tokenizer, items, batch_size=self.params.mcq_batch_size)
                 variant.scores[name] = accuracy_with_interval(results)
                 if name == "toy_probes":
-                    variant.scores[name]["by_group"] = _probe_groups(results)
+                    variant.scores[name]["by_group"] = {g: a for g, a in probe_accuracy(results).items()
+                                                        if g != "detail"}
                 write_jsonl(self.out.items / f"{variant.label}.{name}.mcq.jsonl", (r.record() for r in results))
             if self.prompts:
                 self._generate(variant, model, tokenizer)
@@ -237,12 +237,3 @@ class EvaluateRecipe:
         self.judge()
         return self.finish()
 
-
-def _probe_groups(results: list[Any]) -> dict[str, float]:
-    """The toy probes' accuracy per group (medical, general, chat)."""
-    from medslm.evaluate.probes import probe_group
-
-    groups: dict[str, list[bool]] = {}
-    for result in results:
-        groups.setdefault(probe_group(result.item.meta), []).append(result.correct)
-    return {g: sum(v) / len(v) for g, v in sorted(groups.items())}
