@@ -535,3 +535,28 @@ def test_model_is_saved_in_the_source_dtype_unless_asked(run_dir, tiny_tokenizer
     assert source_dtype(str(model_dir)) == expected
     with safe_open(str(next(model_dir.glob("*.safetensors"))), "pt") as f:
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {f"torch.{expected}"}
+
+
+def test_max_documents_caps_the_training_documents(run_dir):
+    docs = _documents()
+    sample = cpt.cap_documents(docs, 10, seed=0)
+    assert len(sample) == 10 and sample == cpt.cap_documents(docs, 10, seed=0)
+    assert sample != docs[:10]  # a seeded sample, not the first N
+    assert [docs.index(d) for d in sample] == sorted(docs.index(d) for d in sample)  # corpus order kept
+    assert cpt.cap_documents(docs, None) == docs == cpt.cap_documents(docs, 1000)
+
+    capped = cpt.CptRecipe(CptParams(max_documents=10, replay_fraction=0, **FAST), run_dir, RunParams(device="cpu")).setup_data()
+    whole = cpt.CptRecipe(CptParams(replay_fraction=0, **FAST), run_dir, RunParams(device="cpu")).setup_data()
+    assert len(capped.train_docs) == len(capped.texts) == 10 == capped.corpus["train_documents"]
+    assert len(whole.train_docs) == whole.corpus["train_documents"] == whole.corpus["train_documents_available"]
+    assert capped.corpus["train_documents_available"] == len(whole.train_docs) > 10  # negative control
+    assert capped.heldout_docs == whole.heldout_docs  # the cap never moves a held-out document into training
+    assert {d["id"] for d in capped.train_docs} < {d["id"] for d in whole.train_docs}
+    assert cpt.packing_stats(_tokenizer(run_dir), capped.texts, 32)["blocks"] < \
+        cpt.packing_stats(_tokenizer(run_dir), whole.texts, 32)["blocks"]
+
+
+def _tokenizer(run_dir: Path):
+    from medslm.models import load_tokenizer
+
+    return load_tokenizer(RunDir(run_dir).prepare.model)

@@ -14,6 +14,7 @@ process under ``accelerate launch`` with FSDP). The rooms:
 
 from medslm.cpt.data import (
     CptData,
+    cap_documents,
     curriculum_dataset,
     data_sha256,
     heldout_general_documents,
@@ -62,7 +63,7 @@ from medslm.cpt.trainer import (
 )
 
 __all__ = [
-    "CptData", "CptRecipe", "TrainOutcome", "accelerate_config_path", "check_setup", "check_target_modules",
+    "CptData", "CptRecipe", "TrainOutcome", "accelerate_config_path", "cap_documents", "check_setup", "check_target_modules",
     "check_trainable", "checkpoint_dir", "compare", "comparison_rows", "cpt_training_arguments", "curriculum_dataset", "data_sha256",
     "embedding_learning_rates", "embedding_module_names", "evaluate_model", "finalize", "fingerprint",
     "format_command", "heldout_general_documents", "is_main_process", "launch_command", "linear_module_names",

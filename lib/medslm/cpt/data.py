@@ -19,6 +19,7 @@ from typing import Any
 
 from medslm.params import CptParams
 from medslm.rundir import RunDir, read_json, read_jsonl, sha256_file
+from medslm.stats import seeded_sample
 from medslm.training import pack_blocks, packed_dataset, tokenize_documents
 
 
@@ -51,6 +52,16 @@ def split_documents(records: Sequence[dict[str, Any]], heldout_fraction: float, 
     train = [r for i, r in enumerate(records) if i not in held]
     heldout = [r for i, r in enumerate(records) if i in held]
     return train, heldout
+
+
+def cap_documents(docs: Sequence[dict[str, Any]], max_documents: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """At most ``max_documents`` of ``docs`` (None: all), a seeded sample kept in corpus order. A sample rather
+    than the first N: a filtered corpus is often ordered by source (all English notes, then German letters), and
+    the first N would train on one source only."""
+    if max_documents is None or len(docs) <= max_documents:
+        return list(docs)
+    keep = set(seeded_sample(range(len(docs)), max_documents, f"max-documents:{seed}"))
+    return [d for i, d in enumerate(docs) if i in keep]
 
 
 def replay_count(n_train: int, fraction: float) -> int:
@@ -255,10 +266,13 @@ def prepare_data(params: CptParams, run: RunDir, seed: int = 0) -> CptData:
     path = run.classify.filtered
     records = load_documents(path)
     train_docs, heldout_docs = split_documents(records, params.heldout_fraction, seed)
+    available = len(train_docs)
+    train_docs = cap_documents(train_docs, params.max_documents, seed)
     web = read_jsonl(run.prepare.corpus, required=("text",)) if run.prepare.corpus.is_file() else []  # read once
     replay, replay_info = load_replay(params, run, records, len(train_docs), seed, corpus=web)
     general = heldout_general_documents(web, [*records, *replay], params.eval_max_texts, seed)
     corpus = {"path": str(path), "sha256": sha256_file(path), "train_documents": len(train_docs),
+              "train_documents_available": available, "max_documents": params.max_documents,
               "heldout_documents": len(heldout_docs), "replay_documents": len(replay),
               "heldout_general_documents": len(general)}
     return CptData(train_docs=train_docs, heldout_docs=heldout_docs, heldout_general=general, replay=replay,

@@ -28,6 +28,9 @@ class CptParams(StrictModel):
         0.3, ge=0.0, lt=1.0,
         description="Share of the training documents replayed from corpus documents the filter rejected (general text against forgetting; 0 = filtered corpus only).",
     )
+    max_documents: int | None = Field(
+        None, ge=1, description="Train on at most this many filtered documents (a seeded sample, after the held-out split); None = all.",
+    )
     block_size: int = Field(128, ge=16, le=32768, description="Packed sequence length in tokens (documents are concatenated, none truncated).")
     eval_max_texts: int = Field(
         400, ge=1, le=100_000,
