@@ -560,3 +560,20 @@ def _tokenizer(run_dir: Path):
     from medslm.models import load_tokenizer
 
     return load_tokenizer(RunDir(run_dir).prepare.model)
+
+
+def test_qlora_reports_the_real_parameter_count(tmp_path, tiny_tokenizer):
+    from medslm.models import model_stats
+
+    # hidden 64: bitsandbytes' CPU 4-bit layers need at least one quantisation block (64) of width
+    base = build_tiny_model_dir(tmp_path / "wide", tiny_tokenizer, hidden_size=64, intermediate_size=128)
+    quantized, _ = cpt.setup_model(CptParams(mode="qlora"), str(base), "cpu")
+    plain, _ = cpt.setup_model(CptParams(mode="lora"), str(base), "cpu")  # same adapters on an unquantized base
+    packed = sum(p.numel() for p in quantized.parameters())
+    expected = sum(p.numel() for p in plain.parameters())
+    assert packed < expected  # negative control: numel() of the packed 4-bit weights undercounts
+    report = cpt.trainable_parameters(quantized)
+    assert report["total"] == expected == cpt.trainable_parameters(plain)["total"]
+    assert report["trainable"] == cpt.trainable_parameters(plain)["trainable"]
+    assert model_stats(quantized).parameters == expected
+    assert quantized.get_base_model().num_parameters() == expected  # transformers' own 4-bit-aware count agrees

@@ -6,6 +6,7 @@ it on. A model reference is a hub id or a local folder; local folders never touc
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,8 +285,16 @@ class ModelStats:
                 "megabytes": round(self.megabytes, 3), "dtype": self.dtype}
 
 
+def parameter_count(param: torch.Tensor) -> int:
+    """The number of weights a parameter stands for: a bitsandbytes 4-bit ``Params4bit`` packs two weights per
+    byte, so its ``numel()`` is half its real count; its ``quant_state.shape`` is the shape of the real matrix."""
+    shape = getattr(getattr(param, "quant_state", None), "shape", None)
+    return math.prod(shape) if shape is not None else param.numel()
+
+
 def model_stats(model: torch.nn.Module) -> ModelStats:
-    """Parameter count, trainable count, bytes of parameters and buffers, and the main dtype."""
+    """Parameter count (4-bit weights counted as the weights they stand for), trainable count, bytes of parameters
+    and buffers (as stored), and the main dtype."""
     params = list(model.parameters())
     n_bytes = sum(p.numel() * p.element_size() for p in params)
     n_bytes += sum(b.numel() * b.element_size() for b in model.buffers())
@@ -294,8 +303,8 @@ def model_stats(model: torch.nn.Module) -> ModelStats:
         dtypes[str(p.dtype).removeprefix("torch.")] = dtypes.get(str(p.dtype).removeprefix("torch."), 0) + p.numel()
     main = max(dtypes, key=dtypes.get) if dtypes else "none"
     return ModelStats(
-        parameters=sum(p.numel() for p in params),
-        trainable=sum(p.numel() for p in params if p.requires_grad),
+        parameters=sum(parameter_count(p) for p in params),
+        trainable=sum(parameter_count(p) for p in params if p.requires_grad),
         bytes=n_bytes,
         dtype=main,
     )

@@ -18,6 +18,7 @@ from medslm.models import (
     load_model,
     load_tokenizer,
     lora_config,
+    parameter_count,
     resolve_device,
 )
 from medslm.params import CptParams
@@ -149,14 +150,15 @@ def trainable_parameters(model: Any) -> dict[str, Any]:
     emb, head, _ = embedding_module_names(model)
     names, by_kind, total, trainable = [], {"lora": 0, "embeddings": 0, "other": 0}, 0, 0
     for n, p in model.named_parameters():
-        total += p.numel()
+        count = parameter_count(p)  # a 4-bit (qlora) weight: the weights it stands for, not its packed bytes
+        total += count
         if not p.requires_grad:
             continue
-        trainable += p.numel()
+        trainable += count
         names.append(n)
         parts = n.split(".")
         kind = "lora" if "lora_" in n else "embeddings" if emb in parts or (head and head in parts) else "other"
-        by_kind[kind] += p.numel()
+        by_kind[kind] += count
     return {"trainable": trainable, "total": total, "share": trainable / total if total else 0.0,
             "names": names, "by_kind": by_kind}
 
