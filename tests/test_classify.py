@@ -324,3 +324,28 @@ def test_smoke_pipeline_meets_the_acceptance_figures(toy_docs, tmp_path):
     rows = gold_comparison(annotator, stats)
     assert [r["who"] for r in rows] == ["annotator (sample)", "classifier filter (full corpus)"]
     assert rows[1]["documents"] == 3000 and rows[0]["documents"] == 1200
+
+
+def test_filter_is_measured_against_a_gold_file_when_the_corpus_has_no_label(trained, toy_docs, tmp_path):
+    docs = toy_docs[1000:1300]
+    plain = tmp_path / "plain.jsonl"
+    write_jsonl(plain, [{"id": d["id"], "text": d["text"]} for d in docs])  # a real corpus: no label, no kind
+    gold = tmp_path / "gold.jsonl"
+    write_jsonl(gold, [{"id": d["id"], "label": d["label"]} for d in docs[:200]] + [{"id": "absent", "label": "medical"}])
+    out = RunDir(tmp_path / "run").classify
+    without = filter_corpus(ClassifyParams(), out, plain, classifier=trained)
+    assert "gold" not in without  # negative control: nothing to measure against
+    stats = filter_corpus(ClassifyParams(gold_file=str(gold)), out, plain, classifier=trained)
+    labelled = tmp_path / "labelled.jsonl"  # the same 200 documents with their label field: the corpus path
+    write_jsonl(labelled, docs[:200])
+    reference = score_corpus(trained, labelled)
+    assert stats["gold"]["source"] == "gold_file" and reference["gold"]["source"] == "corpus"
+    assert stats["gold"]["n"] == 200  # documents with a gold label; the gold id missing from the corpus is ignored
+    assert {k: v for k, v in stats["gold"].items() if k != "source"} == \
+        {k: v for k, v in reference["gold"].items() if k != "source"}
+    bad = tmp_path / "bad_gold.jsonl"
+    bad.write_text(json.dumps({"id": "a", "label": "medical"}) + "\n" + json.dumps({"id": "b", "label": "maybe"}) + "\n")
+    with pytest.raises(JsonlError, match=r"bad_gold\.jsonl:2.*'maybe' is not medical or not_medical"):
+        filter_corpus(ClassifyParams(gold_file=str(bad)), out, plain, classifier=trained)
+    with pytest.raises(ValueError, match="must be a .jsonl file"):
+        ClassifyParams(gold_file="gold.csv")

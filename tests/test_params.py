@@ -192,6 +192,7 @@ def test_a_pasted_api_key_is_not_echoed(tmp_path):
     ("steps:\n  prepare: {base_model: ./no/such/model}\n", "neither an existing folder"),
     ("steps:\n  prepare: {base_model: 'not a hub id!'}\n", "nor a hub id"),
     ("steps:\n  prepare: {source: local, local_files: [data/corpus.jsonl]}\n", "no such file"),
+    ("steps:\n  classify: {gold_file: data/gold.jsonl}\n", "no such file"),
     ("steps:\n  prepare: {}\n  prepare: {seed: 1}\n", "appears twice (lines 2 and 3)"),
 ])
 def test_values_that_would_fail_late_are_refused_at_validation(tmp_path, text, words):
@@ -210,10 +211,12 @@ def test_a_latin1_profile_names_the_line(tmp_path):
 def test_relative_paths_start_at_the_profile_folder(tmp_path, tiny_model_dir):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "corpus.jsonl").write_text('{"text": "x"}\n')
+    (tmp_path / "data" / "gold.jsonl").write_text('{"id": "1", "label": "medical"}\n')
     (tmp_path / "models").symlink_to(tiny_model_dir)
     text = ("run: {output_dir: ~/runs/x}\nsteps:\n  prepare: {source: local, local_files: [data/corpus.jsonl], "
-            "base_model: models}\n  merge: {instruct: org/instruct-model}\n")
+            "base_model: models}\n  classify: {gold_file: data/gold.jsonl}\n  merge: {instruct: org/instruct-model}\n")
     prof = load_profile(write(tmp_path, text))
+    assert prof.steps["classify"].gold_file == str(tmp_path / "data" / "gold.jsonl")
     assert prof.steps["prepare"].local_files == [str(tmp_path / "data" / "corpus.jsonl")]
     assert prof.steps["prepare"].base_model == str((tmp_path / "models").resolve())
     assert prof.steps["merge"].instruct == "org/instruct-model"  # a hub id stays as it is

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from medslm.annotate import LABELS, binary_metrics, iter_corpus
+from medslm.annotate import LABELS, binary_metrics, iter_corpus, load_gold
 from medslm.classify import CLASSIFIER_FILE, confusion, load_classifier
 from medslm.rundir import ClassifyDir, atomic_path, read_json
 
@@ -77,8 +77,9 @@ class FilterStats:
     """Counts documents, kept documents and tokens overall, per language and per kind, and the kept set against
     gold labels (overall and outside the annotated sample) from tables with the columns of :data:`SCORES_SCHEMA`."""
 
-    def __init__(self, sample_ids: Collection[str] | None = None):
+    def __init__(self, sample_ids: Collection[str] | None = None, gold: Mapping[str, str] | None = None):
         self.sample = {str(i) for i in sample_ids} if sample_ids is not None else None
+        self.gold = gold  # labels by id (a gold file); None: the corpus' own ``label`` (the ``gold`` column)
         self.totals: Counter[str] = Counter()
         self.per_lang: dict[str, Counter] = defaultdict(Counter)
         self.per_kind: dict[str, Counter] = defaultdict(Counter)
@@ -89,6 +90,8 @@ class FilterStats:
     def update(self, table: pa.Table) -> None:
         cols = table.select(["id", "lang", "kind", "gold", "keep", "tokens"]).to_pydict()
         for i, lang, kind, gold, keep, tokens in zip(*cols.values(), strict=True):
+            if self.gold is not None:
+                gold = self.gold.get(str(i))
             buckets = [self.totals, self.per_lang[lang or "unknown"]]
             if kind:
                 buckets.append(self.per_kind[kind])
@@ -117,6 +120,7 @@ class FilterStats:
             stats["per_kind"] = {k: dict(v) for k, v in sorted(self.per_kind.items())}
         if self.gold_y:
             stats["gold"] = kept_vs_gold(self.gold_y, self.gold_k)
+            stats["gold"]["source"] = "gold_file" if self.gold is not None else "corpus"
             if any(self.outside):
                 stats["gold_outside_sample"] = kept_vs_gold(
                     [g for g, o in zip(self.gold_y, self.outside, strict=True) if o],
@@ -142,7 +146,7 @@ def score_corpus(classifier: Any, corpus: str | Path, *, threshold: float | None
                  scores_path: str | Path | None = None, filtered_path: str | Path | None = None,
                  batch_size: int = 1024, progress: bool = False,
                  token_counter: Callable[[Sequence[str]], Sequence[int]] | None = None,
-                 sample_ids: Collection[str] | None = None) -> dict[str, Any]:
+                 sample_ids: Collection[str] | None = None, gold: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Score every document of ``corpus`` in batches; keep those with ``score >= threshold`` (default: the
     classifier's). Writes per-document scores to ``scores_path`` (Parquet, :data:`SCORES_SCHEMA`) and the kept
     documents to ``filtered_path`` (JSONL, :func:`kept_record`), both atomically. Empty texts are skipped and
@@ -152,14 +156,15 @@ def score_corpus(classifier: Any, corpus: str | Path, *, threshold: float | None
     and with gold labels in the corpus (toy world) the filter's precision/recall against them (``gold``).
     ``token_counter`` maps texts to token counts (e.g. a tokenizer); default: whitespace words. With
     ``sample_ids`` (the annotated sample) the gold metrics are also given for the documents outside it
-    (``gold_outside_sample``), which the classifier never trained or picked its threshold on.
+    (``gold_outside_sample``), which the classifier never trained or picked its threshold on. ``gold``: labels by id
+    (:func:`medslm.annotate.load_gold` of a gold file), used instead of the corpus' own.
     """
     thr = classifier.threshold if threshold is None else threshold
     if thr is None:
         raise ValueError("no threshold: pass threshold= or set classifier.threshold (choose_threshold)")
     count = token_counter or word_counts
     counts: dict[str, int] = {}
-    stats = FilterStats(sample_ids)
+    stats = FilterStats(sample_ids, gold)
     score_seconds = 0.0
     t0 = time.perf_counter()
     with ExitStack() as stack:
@@ -432,12 +437,14 @@ def filter_corpus(params: Any, out: ClassifyDir, corpus: str | Path, *, classifi
 
     ``local`` scores in this process (``classifier``, when given, saves loading it again); ``datatrove`` and
     ``slurm`` run :func:`datatrove_filter` in ``out.path / "datatrove"`` and assemble its outputs. Either way the
-    files and the statistics (but for timings) are the same."""
+    files and the statistics (but for timings) are the same. With ``params.gold_file`` the filter is measured
+    against those labels (else against the corpus' ``label`` field, where it has one)."""
     corpus = Path(corpus)
+    gold = load_gold(params.gold_file) if getattr(params, "gold_file", None) else None
     if params.executor == "local":
         clf = classifier if classifier is not None else load_classifier(out.classifier)
         return score_corpus(clf, corpus, scores_path=out.scores, filtered_path=out.filtered,
-                            batch_size=params.batch_size, progress=progress, sample_ids=sample_ids)
+                            batch_size=params.batch_size, progress=progress, sample_ids=sample_ids, gold=gold)
     work = out.path / "datatrove"
     key = _work_key(out.classifier, corpus, params)
     key_file = work / "work_key.txt"
@@ -448,7 +455,7 @@ def filter_corpus(params: Any, out: ClassifyDir, corpus: str | Path, *, classifi
     result = datatrove_filter(corpus, work, out.classifier, tasks=params.tasks, workers=params.workers,
                               executor=params.executor, slurm=slurm_settings(params), batch_size=params.batch_size,
                               progress=progress)
-    stats = FilterStats(sample_ids)
+    stats = FilterStats(sample_ids, gold)
     t0 = time.perf_counter()
     assemble_datatrove_outputs(work, out.scores, out.filtered, stats)
     return stats.result(read_json(out.classifier / CLASSIFIER_FILE)["threshold"],

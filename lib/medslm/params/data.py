@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from medslm.params.base import (
     Language,
     StrictModel,
     server_url,
 )
+
+
+def _gold_jsonl(value: str | None) -> str | None:
+    if value is not None and not value.endswith(".jsonl"):
+        raise ValueError(f"gold_file {value!r} must be a .jsonl file with id and label fields")
+    return value
+
+
+GoldFile = Annotated[str | None, AfterValidator(_gold_jsonl)]  # annotate's and classify's gold labels
 
 
 class PrepareParams(StrictModel):
@@ -93,7 +102,7 @@ class AnnotateParams(StrictModel):
     max_retries: int = Field(3, ge=0, le=20, description="openai: retries (exponential backoff) after a timeout, connection error, 429 or 5xx.")
     max_new_tokens: int = Field(256, ge=1, le=8192, description="Tokens the annotator may generate (justification + score + verdict).")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
-    gold_file: str | None = Field(None, description="Optional human labels: JSONL with id and label (medical | not_medical).")
+    gold_file: GoldFile = Field(None, description="Optional human labels: JSONL with id and label (medical | not_medical).")
     trust_remote_code: bool = Field(False, description="transformers: allow model code from the hub. Off unless you trust it.")
     max_unparseable_rate: float = Field(
         0.2, ge=0.0, le=1.0, description="Fail the step when a larger share of the replies has no valid verdict line."
@@ -111,12 +120,6 @@ class AnnotateParams(StrictModel):
     def _openai_url(cls, value: str | None, info: Any) -> str | None:
         return server_url(value, "the openai backend" if info.data.get("backend") == "openai" else None)
 
-    @field_validator("gold_file")
-    @classmethod
-    def _gold_jsonl(cls, value: str | None) -> str | None:
-        if value is not None and not value.endswith(".jsonl"):
-            raise ValueError(f"gold_file {value!r} must be a .jsonl file with id and label fields")
-        return value
 
 
 class ClassifyParams(StrictModel):
@@ -147,6 +150,9 @@ class ClassifyParams(StrictModel):
     slurm_time: str = Field("04:00:00", pattern=r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$", description="slurm: time limit per task ([days-]hh:mm:ss).")
     slurm_cpus_per_task: int = Field(4, ge=1, le=1024, description="slurm: CPU cores per task.")
     slurm_mem_per_cpu_gb: int = Field(2, ge=1, le=1024, description="slurm: memory per core in GB.")
+    gold_file: GoldFile = Field(
+        None, description="Optional human labels (as annotate's gold_file): the filter's precision/recall against them when the corpus has no label field."
+    )
 
     @field_validator("slurm_partition")
     @classmethod

@@ -146,7 +146,8 @@ def _describe(errors: list[dict[str, Any]], where: str, model: type[BaseModel]) 
 # Fields that hold paths (resolved against the profile's project folder, see repo_root_of) and model references
 # (a hub id or a local folder, which must then exist). One table, so every step follows the same rule.
 PATH_FIELDS: dict[str, tuple[str, ...]] = {
-    "run": ("output_dir",), "prepare": ("local_files",), "annotate": ("gold_file",), "cpt": ("qa_file",),
+    "run": ("output_dir",), "prepare": ("local_files",), "annotate": ("gold_file",), "classify": ("gold_file",),
+    "cpt": ("qa_file",),
 }
 MODEL_FIELDS: dict[str, tuple[str, ...]] = {
     "prepare": ("base_model",), "cpt": ("base",), "merge": ("instruct", "cpt_model", "experts"),
