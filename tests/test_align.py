@@ -94,6 +94,8 @@ def test_adapter_modes_run_on_cpu_and_save_full_models(run_dir, mode):
         assert (out.adapter(stage) / "adapter_config.json").is_file()
         assert f"06_align: {stage.upper()}" in (out.model(stage) / "README.md").read_text()
     assert recipe.stage_input("dpo").ref == str(out.model("sft"))  # DPO starts from the SFT model
+    projection = recipe.timings["sft_projection"]  # the CPT step's helper, on trl's SFTTrainer
+    assert projection["steps"] == results["sft"]["global_step"] and projection["tokens_per_second"] > 0
 
 
 def _crash_at(step: int):

@@ -577,3 +577,48 @@ def test_qlora_reports_the_real_parameter_count(tmp_path, tiny_tokenizer):
     assert report["trainable"] == cpt.trainable_parameters(plain)["trainable"]
     assert model_stats(quantized).parameters == expected
     assert quantized.get_base_model().num_parameters() == expected  # transformers' own 4-bit-aware count agrees
+
+
+def _train_lora(run_dir: Path, **values) -> tuple[dict[str, torch.Tensor], dict]:
+    params = CptParams(**{**FAST, "mode": "lora", "max_steps": -1, "epochs": 1.0, "resume": False,
+                          "replay_fraction": 0.0, **values})
+    recipe = cpt.CptRecipe(params, run_dir, RunParams(device="cpu", seed=0))
+    recipe.setup_data()
+    recipe.setup_model()
+    training = recipe.train()
+    return {n: p.detach().clone() for n, p in recipe.model.named_parameters()}, training
+
+
+def test_projection_before_training_leaves_training_unchanged(run_dir, capsys):
+    with pytest.warns(UserWarning, match="cap max_steps, max_documents or epochs.*block_size"):
+        projected, training = _train_lora(run_dir, projection_batches=2, warn_projected_minutes=1e-9)
+    printed = capsys.readouterr().out
+    plain, untouched = _train_lora(run_dir, projection_batches=0)
+    projection = training["projection"]
+    assert untouched["projection"] is None  # negative control: 0 batches, no projection
+    assert projection["steps"] == training["global_step"] > 4  # the epoch's steps, as the Trainer counted them
+    assert projection["tokens_per_step"] == FAST["block_size"] * FAST["batch_size"]
+    assert projection["seconds"] == pytest.approx(
+        projection["steps"] * projection["tokens_per_step"] / projection["tokens_per_second"], rel=0.01)
+    assert f"for {projection['steps']:,} steps at" in printed and "projected" in printed
+    # dropout draws random numbers and the trial backward fills gradients: both are put back, so same weights
+    assert set(projected) == set(plain) and all(torch.equal(projected[n], plain[n]) for n in plain)
+    assert training["loss_curve"] == untouched["loss_curve"]
+
+
+def test_projection_counts_the_steps_left_after_a_resume():
+    from types import SimpleNamespace
+
+    from medslm.projection import Projection, planned_steps, report_projection
+
+    args = SimpleNamespace(max_steps=-1, per_device_train_batch_size=4, gradient_accumulation_steps=3,
+                           num_train_epochs=2.5)
+    assert planned_steps(args, 50) == 13  # 13 micro-batches → 5 steps per epoch → ceil(12.5)
+    assert planned_steps(args, 50, world_size=2) == 8  # 7 micro-batches per process → 3 steps per epoch
+    assert planned_steps(SimpleNamespace(**{**vars(args), "max_steps": 7}), 50) == 7
+    short = Projection(steps=10, tokens_per_step=100, tokens_per_second=50.0, seconds=20.0, measured_batches=1)
+    assert report_projection(short, 30, "max_steps") is None and report_projection(None, 30, "max_steps") is None
+    long = Projection(steps=5493, tokens_per_step=4096, tokens_per_second=82.0, seconds=5493 * 4096 / 82, measured_batches=1)
+    with pytest.warns(UserWarning, match="4,573 min.*cap max_steps"):
+        assert "cap max_steps" in report_projection(long, 30, "max_steps")
+    assert long.line().startswith("projected 76 h 13 min for 5,493 steps at 82 tokens/s")

@@ -283,6 +283,15 @@ def last_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def checkpoint_step(checkpoint: str | Path | None) -> int:
+    """The global step a ``checkpoint-N`` folder was saved at (0 for None: a fresh run)."""
+    if not checkpoint:
+        return 0
+    from transformers import TrainerState
+
+    return TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json")).global_step
+
+
 def train_or_restore(trainer: Any, resume_from: str | None) -> None:
     """``trainer.train(resume_from_checkpoint=resume_from)``, except when that checkpoint already holds the finished
     run (a kill after training, during evaluation or saving): then its weights and state are loaded and nothing is

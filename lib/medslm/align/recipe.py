@@ -37,12 +37,15 @@ from medslm.models import (
     source_dtype,
 )
 from medslm.params import AlignParams, RunParams
+from medslm.projection import project_training, report_projection
 from medslm.rundir import RunDir, read_json, read_jsonl, sha256_file, write_json
-from medslm.training import last_checkpoint, loss_curve, run_fingerprint, train_or_restore
+from medslm.training import checkpoint_step, last_checkpoint, loss_curve, run_fingerprint, train_or_restore
 
 STAGES = {"sft_dpo": ("sft", "dpo"), "sft_only": ("sft",), "dpo_only": ("dpo",)}
 # Knobs that do not change what is trained (a run differing only in these may resume the other's checkpoints).
-NOT_FINGERPRINTED = {"resume", "save_steps", "logging_steps", "check_examples", "max_new_tokens", "stages"}
+NOT_FINGERPRINTED = {"resume", "save_steps", "logging_steps", "check_examples", "max_new_tokens", "stages",
+                     "projection_batches", "warn_projected_minutes"}
+SFT_CAPS = "sft_max_examples or sft_epochs (fewer steps), or max_length / sft_batch_size (fewer tokens per step)"
 
 
 def synthesize_files(run: RunDir) -> dict[str, Path]:
@@ -67,7 +70,7 @@ class AlignRecipe:
         self.results: dict[str, dict[str, Any]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
         self.answers: dict[str, list[str]] = {}
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, Any] = {}
 
     @classmethod
     def from_context(cls, ctx: Any) -> AlignRecipe:
@@ -157,6 +160,10 @@ class AlignRecipe:
         """``trainer.train()`` (resuming when it can), then the stage's summary; DPO adds held-out reward figures."""
         start = time.perf_counter()
         resumed = self.resume_point(stage)
+        if stage == "sft":  # DPO's step (policy and reference, pairs) is not a plain forward: not projected
+            projection = project_training(trainer, self.params.projection_batches, checkpoint_step(resumed))
+            report_projection(projection, self.params.warn_projected_minutes, SFT_CAPS)
+            self.timings["sft_projection"] = projection.as_dict() if projection else None  # measured: timings
         train_or_restore(trainer, resumed)
         summary = {"global_step": trainer.state.global_step, "resumed_from": resumed,
                    "loss_curve": loss_curve(trainer.state.log_history)}

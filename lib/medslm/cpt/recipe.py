@@ -26,7 +26,8 @@ from medslm.models import load_model, lora_config, model_stats, resolve_device, 
 from medslm.params import CptParams, RunParams
 from medslm.rundir import RunDir, read_json, read_jsonl, write_json, write_jsonl
 
-MACHINE_DEPENDENT = ("seconds", "tokens_per_second")  # kept in timings.json, so metrics.json is reproducible
+# kept in timings.json (the projection too: it is measured), so metrics.json is reproducible
+MACHINE_DEPENDENT = ("seconds", "tokens_per_second", "projection")
 
 
 def _free_memory() -> None:

@@ -15,10 +15,12 @@ from medslm.cpt.launch import is_main_process
 from medslm.cpt.modes import check_setup, embedding_learning_rates
 from medslm.models import ModelRef
 from medslm.params import CptParams
+from medslm.projection import project_training, report_projection
 from medslm.rundir import RunDir
 from medslm.training import (
     TrainSettings,
     build_trainer,
+    checkpoint_step,
     last_checkpoint,
     loss_curve,
     run_fingerprint,
@@ -26,7 +28,9 @@ from medslm.training import (
     training_arguments,
 )
 
-_NOT_FINGERPRINTED = {"resume", "save_steps", "save_total_limit", "logging_steps", "accelerate_config"}
+_NOT_FINGERPRINTED = {"resume", "save_steps", "save_total_limit", "logging_steps", "accelerate_config",
+                      "projection_batches", "warn_projected_minutes"}
+CAPS = "max_steps, max_documents or epochs (fewer steps), or block_size / batch_size (fewer tokens per step)"
 
 
 def fingerprint(params: CptParams, corpus_sha256: str | None = None, base: ModelRef | None = None) -> str:
@@ -84,6 +88,7 @@ class TrainOutcome:
     tokens_per_step: int
     seconds: float
     phases: dict[str, int]
+    projection: dict[str, Any] | None = None  # the projected wall time, measured before training
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary for metrics.json."""
@@ -93,7 +98,7 @@ class TrainOutcome:
             "seconds": round(self.seconds, 3),
             "tokens_per_second": round((self.global_step - self.start_step) * self.tokens_per_step / self.seconds, 1)
             if self.seconds > 0 else None,
-            "phases": self.phases, "loss_curve": loss_curve(self.history),
+            "phases": self.phases, "loss_curve": loss_curve(self.history), "projection": self.projection,
         }
 
 
@@ -141,6 +146,9 @@ def train(model: Any, tokenizer: Any, docs: Sequence[str], params: CptParams, ou
     recorder = _step_recorder()
     trainer = build_trainer(model, tokenizer, dataset, settings, callbacks=[recorder, *(callbacks or [])],
                             param_lrs=embedding_learning_rates(model, params))
+    projection = project_training(trainer, params.projection_batches, checkpoint_step(resume_from))
+    if is_main_process():
+        report_projection(projection, params.warn_projected_minutes, CAPS)
     t0 = time.perf_counter()
     train_or_restore(trainer, resume_from)
     seconds = time.perf_counter() - t0
@@ -149,6 +157,7 @@ def train(model: Any, tokenizer: Any, docs: Sequence[str], params: CptParams, ou
         model=trainer.model, trainer=trainer, output_dir=output_dir, start_step=recorder.start_step,
         global_step=trainer.state.global_step, resumed_from=resume_from, history=trainer.state.log_history,
         blocks=len(dataset), tokens_per_step=tokens_per_step, seconds=seconds, phases=phases,
+        projection=projection.as_dict() if projection else None,
     )
 
 

@@ -194,6 +194,12 @@ class AlignParams(StrictModel):
     save_steps: int = Field(100, ge=0, description="Checkpoint every N steps (0: none).")
     resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters and data.")
     logging_steps: int = Field(10, ge=1, description="Log the losses every N steps.")
+    projection_batches: int = Field(
+        2, ge=0, le=100, description="SFT: batches timed (forward + backward, nothing trained) to project the stage's wall time before training; 0 = none."
+    )
+    warn_projected_minutes: float = Field(
+        30.0, gt=0, description="SFT: warn (naming sft_max_examples, sft_epochs, max_length) when the projected time exceeds this many minutes."
+    )
     check_examples: int = Field(60, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
     max_new_tokens: int = Field(64, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
 

@@ -63,6 +63,12 @@ class CptParams(StrictModel):
     save_dtype: Literal["source", "float32", "bfloat16", "float16"] = Field(
         "source", description="Dtype of the saved model: source (the base model's, e.g. bfloat16) or a given one; training runs in float32 on a CPU."
     )
+    projection_batches: int = Field(
+        2, ge=0, le=100, description="Batches timed (forward + backward, nothing trained) to project the run's wall time before training; 0 = no projection."
+    )
+    warn_projected_minutes: float = Field(
+        30.0, gt=0, description="Warn (naming max_steps, max_documents, block_size) when the projected training time exceeds this many minutes."
+    )
     save_steps: int = Field(50, ge=0, description="Write a checkpoint every N steps into 03_cpt/checkpoints (0: none).")
     save_total_limit: int = Field(2, ge=1, description="Keep only the newest N checkpoints.")
     resume: bool = Field(True, description="Continue from the last checkpoint of a run with the same parameters, if any.")
