@@ -15,7 +15,7 @@ from medslm.rundir import RunDir, read_jsonl
 from medslm.synthesize import recipe
 from medslm.synthesize.faults import REJECTION_KINDS, split_sentences
 from medslm.synthesize.filters import LanguageFilter, dedup_verdicts
-from medslm.synthesize.grid import Example, build_grid
+from medslm.synthesize.grid import Example, build_grid, schema_outline
 from medslm.synthesize.tasks import TASK_NAMES, SchemaFileError, Task, load_schemas, make_tasks
 from medslm.synthesize.teachers import llm_answers, parse_json_reply
 from medslm.toyworld.clinical import generate_documents, load_clinical_templates
@@ -55,6 +55,23 @@ def test_every_task_answer_validates_against_its_schema_in_both_languages():
     # negative control: the schemas reject an extra field and a missing one
     qa = Draft202012Validator(schemas["qa"])
     assert not qa.is_valid({"answer": "x", "note": "y"}) and not qa.is_valid({})
+
+
+def test_json_prompts_carry_the_outline_or_the_full_schema():
+    kb = load_knowledge()
+    tasks = make_tasks(["extract", "deid", "specialty"], kb)
+    schemas = load_schemas(tasks)
+    assert schema_outline(schemas["extract"]) == '{"diagnoses": ["…", …], "drugs": ["…", …], "lab_tests": ["…", …]}'
+    assert schema_outline(schemas["deid"]) == \
+        '{"text": "…", "removed": [{"type": "NAME" | "DATE" | "PLACE", "text": "…"}, …]}'
+    assert schema_outline(schemas["specialty"]) == '{"specialty": "…"}'  # 38 labels: more than MAX_OUTLINE_ENUM
+    docs = _docs(1)[:2]
+    outline = build_grid(docs, tasks, ["json"], schemas)
+    full = build_grid(docs, tasks, ["json"], schemas, json_prompt="schema")
+    for short, long in zip(outline, full, strict=True):
+        assert schema_outline(schemas[short.task]) in short.messages[1]["content"]
+        assert json.dumps(schemas[long.task], ensure_ascii=False) in long.messages[1]["content"]
+        assert short.reference == long.reference and len(short.messages[1]["content"]) < len(long.messages[1]["content"])
 
 
 def test_answers_are_exact_facts_of_the_world():

@@ -38,6 +38,8 @@ class SynthesizeParams(StrictModel):
     examples_per_cell: int = Field(16, ge=1, le=100_000,
                                    description="Documents per (type, language); each answers every task in every format.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents held out (all their examples) as the test split.")
+    json_prompt: Literal["outline", "schema"] = Field(
+        "outline", description="What a JSON prompt shows: the object's outline ({\"drugs\": [\"…\"]}) or the full JSON Schema.")
     schema_files: dict[str, str] = Field(default_factory=dict,
                                          description="Task -> JSON Schema file replacing the built-in schema of that task.")
     # --- the teacher -----------------------------------------------------------------------------------------
