@@ -143,3 +143,27 @@ def test_resolve_model_one_rule(tmp_path, tiny_model_dir):
     (RunDir(tmp_path).prepare.base_model).write_text('["not", "an", "object"]')
     with pytest.raises(ValueError, match="base_model.json: expected an object"):
         base_model_ref(tmp_path)
+
+
+def test_max_probes_per_relation_keeps_a_seeded_sample_of_each_relation(tmp_path):
+    p = PrepareParams(**SMALL)
+    data = build.make_world_data(p, 0)
+    tok = build.train_world_tokenizer(data, p.vocab_size)
+    every = build.write_world_files(RunDir(tmp_path / "all").prepare, data, tok)["probes"]
+    thin = build.write_world_files(RunDir(tmp_path / "thin").prepare, data, tok, max_probes_per_relation=2)["probes"]
+    again = build.write_world_files(RunDir(tmp_path / "again").prepare, data, tok, max_probes_per_relation=2)["probes"]
+
+    def groups(probes):
+        out = {}
+        for probe in probes:
+            out.setdefault((probe["probe"], probe["relation"], probe["lang"]), []).append(probe["id"])
+        return out
+
+    assert thin == again and len(thin) < len(every)
+    assert set(groups(thin)) == set(groups(every))  # every (kind, relation, language) keeps probes
+    assert all(len(ids) == min(2, len(groups(every)[key])) for key, ids in groups(thin).items())
+    ids = [probe["id"] for probe in every]
+    assert [ids.index(probe["id"]) for probe in thin] == sorted(ids.index(probe["id"]) for probe in thin)
+    assert read_jsonl(RunDir(tmp_path / "thin").prepare.probes) == thin
+    with pytest.raises(ValueError, match="max_probes_per_relation"):
+        PrepareParams(max_probes_per_relation=0)

@@ -44,6 +44,8 @@ class PrepareParams(StrictModel):
     pretrain_epochs: float = Field(4.0, gt=0, description="Passes over the pretraining data.")
     learning_rate: float = Field(4e-3, gt=0, lt=1, description="Peak learning rate of pretraining.")
     batch_size: int = Field(32, ge=1, description="Sequences per optimisation step.")
+    max_probes_per_relation: int | None = Field(
+        None, ge=1, description="Toy-world probes kept per (kind, relation, language), a seeded sample; None = all (~1,300).")
     eval_max_texts: int = Field(400, ge=1, le=100_000, description="Held-out texts per domain for the perplexity of the toy model.")
     # --- real corpora ------------------------------------------------------------------------------------------
     hub_dataset: str | None = Field(None, description="Hub dataset id for source=hub, e.g. HuggingFaceFW/fineweb-2.")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medslm.rundir import PrepareDir, write_json, write_jsonl
+from medslm.stats import seeded_sample
 from medslm.toyworld.chat import chat_examples, render_chats
 from medslm.toyworld.corpus import CorpusSpec, general_documents, generate_corpus
 from medslm.toyworld.knowledge import KnowledgeBase, load_knowledge
@@ -80,10 +81,26 @@ def pretrain_tiny_model(p: Any, data: WorldData, tokenizer: Any, device: str = "
     return model, history, time.perf_counter() - t0
 
 
-def write_world_files(d: PrepareDir, data: WorldData, tokenizer: Any) -> dict[str, Any]:
-    """Write corpus, probes, chats, held-out texts and world.json; return the probes."""
+def thin_probes(probes: list[dict[str, Any]], per_relation: int | None, seed: int) -> list[dict[str, Any]]:
+    """At most ``per_relation`` probes of each (kind, relation, language): a seeded sample, in the original order
+    (None keeps all). Every later step scores the same probes, so a small model on a CPU can afford them."""
+    if per_relation is None:
+        return probes
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for i, probe in enumerate(probes):
+        groups.setdefault((probe["probe"], probe["relation"], probe["lang"]), []).append(i)
+    keep = {i for key, members in groups.items()
+            for i in seeded_sample(members, per_relation, f"probes:{seed}:{':'.join(key)}")}
+    return [probe for i, probe in enumerate(probes) if i in keep]
+
+
+def write_world_files(d: PrepareDir, data: WorldData, tokenizer: Any,
+                      max_probes_per_relation: int | None = None) -> dict[str, Any]:
+    """Write corpus, probes (all, or a seeded sample per relation), chats, held-out texts and world.json; return the
+    probes."""
     write_jsonl(d.corpus, data.corpus)
-    probes = cloze_probes(data.kb, data.seed) + chat_probes(data.kb, tokenizer, data.seed)
+    probes = thin_probes(cloze_probes(data.kb, data.seed) + chat_probes(data.kb, tokenizer, data.seed),
+                         max_probes_per_relation, data.seed)
     write_jsonl(d.probes, probes)
     write_jsonl(d.chat, data.chats)
     write_jsonl(d.heldout, heldout_texts(data.kb, data.seed))
