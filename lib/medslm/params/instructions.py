@@ -177,7 +177,7 @@ class AlignParams(StrictModel):
     sft_max_examples: int = Field(1200, ge=0, description="SFT: train on at most this many examples (a seeded sample; 0 = all).")
     sft_epochs: float = Field(1.0, gt=0, le=100, description="SFT: passes over the instruction data.")
     sft_learning_rate: float = Field(2e-3, gt=0, lt=1, description="SFT: peak learning rate (AdamW, linear decay).")
-    sft_batch_size: int = Field(32, ge=1, description="SFT: examples per device per step.")
+    sft_batch_size: int = Field(8, ge=1, description="SFT: examples per device per step.")
     assistant_only_loss: bool = Field(
         True, description="SFT: loss on assistant tokens only (needs {% generation %} markers in the chat template)."
     )
@@ -186,7 +186,7 @@ class AlignParams(StrictModel):
     dpo_max_pairs: int = Field(400, ge=0, description="DPO: train on at most this many pairs (a seeded sample; 0 = all).")
     dpo_epochs: float = Field(1.0, gt=0, le=100, description="DPO: passes over the preference pairs.")
     dpo_learning_rate: float = Field(5e-4, gt=0, lt=1, description="DPO: peak learning rate.")
-    dpo_batch_size: int = Field(16, ge=1, description="DPO: pairs per device per step.")
+    dpo_batch_size: int = Field(8, ge=1, description="DPO: pairs per device per step.")
     beta: float = Field(0.1, gt=0, le=10, description="DPO: strength of the KL penalty to the reference model.")
     loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], min_length=1, description="DPO loss(es), as trl's DPOConfig.loss_type (a list).")
     precompute_ref_log_probs: bool = Field(False, description="DPO: compute the reference log-probs once before training (saves memory on one GPU).")
@@ -203,7 +203,7 @@ class AlignParams(StrictModel):
         30.0, gt=0, description="SFT: warn (naming sft_max_examples, sft_epochs, max_length) when the projected time exceeds this many minutes."
     )
     check_examples: int = Field(60, ge=1, le=100_000, description="Held-out examples answered for the quick checks after each stage.")
-    max_new_tokens: int = Field(64, ge=1, le=8192, description="Tokens generated per answer in the quick checks.")
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Tokens generated per answer in the quick checks (the toy JSON answers take up to ~110).")
 
     @field_validator("loss_type")
     @classmethod
