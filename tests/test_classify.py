@@ -85,7 +85,8 @@ def test_load_labels_leaves_out_unparseable(tmp_path):
     write_jsonl(path, [{"id": 1, "text": "a", "label": "medical"}, {"id": 2, "text": "b", "label": None},
                        {"id": 3, "text": "c", "label": "not_medical"}])
     recs, counts = load_labels(path)
-    assert [r["id"] for r in recs] == [1, 3] and counts == {"medical": 1, "not_medical": 1, "unparseable": 1}
+    assert [r["id"] for r in recs] == [1, 3]
+    assert counts == {"medical": 1, "not_medical": 1, "unparseable": 1, "held_out": 0}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "a"}\n')
     with pytest.raises(JsonlError, match=r"bad\.jsonl:1: missing field\(s\) label"):
@@ -307,7 +308,10 @@ def test_smoke_pipeline_meets_the_acceptance_figures(toy_docs, tmp_path):
     clf.save(rd.classify.classifier)
     stats = score_corpus(load_classifier(rd.classify.classifier), rd.prepare.corpus, scores_path=rd.classify.scores,
                          filtered_path=rd.classify.filtered, sample_ids=[r["id"] for r in labels])
-    assert stats["gold"]["precision"] >= 0.9 and stats["gold"]["recall"] >= 0.8
+    # the acceptance figures hold on the families the annotator and the classifier were built from (before the
+    # held-out families existed, that was the whole corpus); the held-out figures are reported, not asserted
+    development = stats["gold_development"]
+    assert development["precision"] >= 0.9 and development["recall"] >= 0.8
     assert stats["gold_outside_sample"]["n"] == 1800 and stats["gold_outside_sample"]["precision"] >= 0.9
     assert stats["per_kind"]["adversarial"]["kept"] == 0
 
@@ -322,8 +326,15 @@ def test_smoke_pipeline_meets_the_acceptance_figures(toy_docs, tmp_path):
     for name, fig in figs.items():
         assert plots.save_figure(fig, rd.classify.figure(name)).stat().st_size > 1000
     rows = gold_comparison(annotator, stats)
-    assert [r["who"] for r in rows] == ["annotator (sample)", "classifier filter (full corpus)"]
-    assert rows[1]["documents"] == 3000 and rows[0]["documents"] == 1200
+    assert [r["who"] for r in rows] == ["annotator (sample)", "annotator (sample), held-out families",
+                                        "classifier filter (full corpus)",
+                                        "classifier filter (full corpus), held-out families"]
+    assert rows[2]["documents"] == 3000 and rows[0]["documents"] == 1200
+    held = [d for d in toy_docs if d["held_out"]]
+    assert rows[3]["documents"] == len(held) == stats["gold_held_out"]["n"] == 3000 - stats["gold_development"]["n"]
+    kept = set(read_scores(rd.classify.scores).query("keep")["id"])
+    assert stats["gold_held_out"]["recall"] == round(sum(d["id"] in kept for d in held if d["label"] == "medical")
+                                                     / sum(d["label"] == "medical" for d in held), 4)
 
 
 def test_filter_is_measured_against_a_gold_file_when_the_corpus_has_no_label(trained, toy_docs, tmp_path):

@@ -9,8 +9,9 @@ from medslm.rundir import write_json
 def _run(tmp_path, general=0.97, documents=1200):
     write_json(tmp_path / "00_prepare" / "metrics.json", {"model": {"parameters": 688768}, "probes": {
         "general": general, "chat": 0.977, "medical": 0.28}})
-    write_json(tmp_path / "01_annotate" / "metrics.json", {"annotation": {"gold": {
-        "precision": 1.0, "recall": 1.0, "f1": 1.0, "n": documents}}})
+    write_json(tmp_path / "01_annotate" / "metrics.json", {"annotation": {
+        "gold": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "n": documents},
+        "gold_held_out": {"precision": 0.52, "recall": 0.51, "f1": 0.514, "n": 240}}})
     return tmp_path
 
 
@@ -19,6 +20,7 @@ def test_table_from_metrics_and_written_between_the_markers(tmp_path):
     table = figure_table(run)
     assert "| 00_prepare | tiny general model (688,768 parameters): general probes 0.97, chat probes 0.98" in table
     assert "on 1,200 documents" in table and "03_cpt" not in table  # steps without metrics are left out
+    assert "on the 240 documents of held-out sentence families precision 0.52, recall 0.51, F1 0.51" in table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- figures:start -->\nold\n<!-- figures:end -->\n\nafter\n")
     write_readme(readme, run)

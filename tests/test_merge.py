@@ -403,6 +403,33 @@ def test_sanity_check_flags_nan_repetition_and_an_echoed_prompt(pair, trained_pa
     assert not mg.echoes_prompt(ANSWER, PROMPT)
 
 
+def test_sanity_gate_wants_a_merge_close_to_its_parents(trained_pair, tmp_path):
+    parents = [mg.sanity_check(trained_pair[k])["text"] for k in ("instruct", "cpt")]
+    good = mg.run_mergekit(mg.slerp_config(trained_pair["instruct"], trained_pair["cpt"], 0.5), tmp_path / "good")
+    passed = mg.sanity_check(good, parent_answers=parents)
+    assert passed["ok"] and len(passed["parent_nll"]) == 2, passed
+    # a broken merge: every tensor's values shuffled (finite, same statistics, nothing learned kept)
+    gen = torch.Generator().manual_seed(0)
+    scrambled = variant(good, tmp_path / "scrambled", {
+        name: x.flatten()[torch.randperm(x.numel(), generator=gen)].reshape(x.shape)
+        for name, x in weights(good).items()})
+    failed = mg.sanity_check(scrambled, parent_answers=parents)
+    assert failed["finite"] and not failed["ok"] and min(failed["parent_nll"]) > failed["nll_bound"], failed
+    assert any("far from its parents" in problem for problem in failed["problems"])
+    # the measure against transformers' own loss (labels masked on the prompt)
+    from medslm.merge.sanity import _prompt_ids, answer_nll
+    from medslm.models import load_model, load_tokenizer
+
+    model, tok = load_model(good, device="cpu"), load_tokenizer(good)
+    prompt = _prompt_ids(tok, PROMPT, True)["input_ids"]
+    reply = tok(parents[0], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    labels = torch.cat([torch.full_like(prompt, -100), reply], dim=1)
+    with torch.no_grad():
+        loss = float(model(input_ids=torch.cat([prompt, reply], dim=1), labels=labels).loss)
+    assert answer_nll(model, tok, PROMPT, parents[0]) == pytest.approx(loss, rel=1e-5)
+    assert passed["nll_bound"] == pytest.approx(0.5 * math.log(len(tok)), abs=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Selection: what the rule promises
 # --------------------------------------------------------------------------------------------------------------
@@ -527,6 +554,7 @@ def test_recipe_scores_by_heldout_perplexity_without_probes(trained_pair, tmp_pa
     points = recipe.evaluate()
     assert recipe.scored_by == "perplexity" and recipe.evaluation == {"medical_texts": 4, "general_texts": 4}
     assert [p.t for p in points] == [0.0, 0.25, 0.75, 1.0] and all(p.sanity_ok for p in points)
+    assert all(len(p.sanity["parent_nll"]) == 2 for p in points if p.merged)  # checked against both parents
     assert all({"ppl_medical", "ppl_general"} == set(p.scores) for p in points)
     selection = recipe.select()
     assert selection.selected.t < 1 and "minimize ppl_medical" in selection.rule

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from medslm.choice_backend import ChoiceBackend
-from medslm.lexicon import Lexicon, default_lexicon
+from medslm.lexicon import Lexicon, default_lexicon, load_lexicon
 from medslm.llm import LLM, FunctionBackend, Messages, OpenAIBackend, TransformersBackend
-from medslm.rundir import JsonlError, iter_jsonl_numbered
+from medslm.rundir import JsonlError, RunDir, iter_jsonl_numbered
 
 LABELS = ("medical", "not_medical")
 PROMPT_VERSION = "medical-rubric-v1"
@@ -235,9 +235,9 @@ def lexicon_reply(messages: Messages, lexicon: Lexicon | None = None, quality_sc
     return "\n".join(lines)
 
 
-def lexicon_backend(quality_score: bool = True, batch_size: int = 256) -> FunctionBackend:
-    """The offline annotator as an LLM backend (the smoke default)."""
-    lex = default_lexicon()
+def lexicon_backend(quality_score: bool = True, batch_size: int = 256, lexicon: Lexicon | None = None) -> FunctionBackend:
+    """The offline annotator as an LLM backend (the smoke default); ``lexicon`` defaults to the packaged one."""
+    lex = lexicon or default_lexicon()
     return FunctionBackend(lambda m: lexicon_reply(m, lex, quality_score), name="lexicon",
                            model=f"medical-lexicon-{lex.digest}", batch_size=batch_size)
 
@@ -336,16 +336,24 @@ def _allocate(sizes: Mapping[str, int], n: int) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def run_lexicon(run_dir: str | Path | None) -> Lexicon | None:
+    """The lexicon 00_prepare derived for the toy world (``lexicon.yaml``), or None (then the packaged one)."""
+    if run_dir is None:
+        return None
+    path = RunDir(run_dir).prepare.lexicon
+    return load_lexicon(path) if path.is_file() else None
+
+
 def make_llm(params: Any, cache_dir: str | Path | None, *, run_dir: str | Path | None = None, device: str = "auto",
              seed: int = 0) -> LLM:
     """The annotator of ``params`` (an :class:`~medslm.params.AnnotateParams`) behind the reply cache.
 
-    lexicon: offline; transformers (writes a reply) and loglik (the verdict as a choice scored by log-likelihood,
+    lexicon: offline, the lexicon 00_prepare derived (toy world) or else the packaged one; transformers (writes a reply) and loglik (the verdict as a choice scored by log-likelihood,
     :class:`~medslm.choice_backend.ChoiceBackend`): ``params.model`` or 00_prepare's model (``run_dir``) loaded
     locally; openai: ``params.base_url`` + ``params.model`` with the key from the env var ``params.api_key_env``.
     """
     if params.backend == "lexicon":
-        backend: Any = lexicon_backend(params.quality_score)
+        backend: Any = lexicon_backend(params.quality_score, lexicon=run_lexicon(run_dir))
     elif params.backend in ("transformers", "loglik"):
         from medslm.models import resolve_model  # torch: only for these backends
 
@@ -378,12 +386,13 @@ def doc_hash(text: str) -> str:
 
 def annotate_documents(docs: Sequence[Mapping[str, Any]], llm: LLM, *, language: str = "de", max_chars: int = 2000,
                        quality_score: bool = True, progress: bool = False,
-                       keep_fields: Iterable[str] = ("lang", "kind", "label")) -> tuple[list[dict], dict[str, Any]]:
+                       keep_fields: Iterable[str] = ("lang", "kind", "label", "held_out")) -> tuple[list[dict], dict[str, Any]]:
     """Label ``docs`` with ``llm``. Returns ``(labels, stats)``.
 
     Each label: ``id``, ``text``, ``label`` (medical | not_medical | None), ``status`` (ok | unparseable),
     ``reason``, ``quality``, ``justification``, ``reply`` (raw), ``prompt_version``, ``backend``, ``model``,
-    ``doc_sha``, plus ``lang`` and, where the corpus has one, the gold label as ``gold`` (and ``kind``).
+    ``doc_sha``, plus ``lang`` and, where the corpus has one, the gold label as ``gold`` (and ``kind``,
+    ``held_out``).
     stats: documents, cached, calls (sent to the backend), seconds, docs_per_s (all documents / wall time) and
     backend_docs_per_s (generated documents / backend time).
     """
@@ -460,7 +469,8 @@ def annotation_report(labels: Sequence[Mapping[str, Any]], stats: Mapping[str, A
                       gold: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Label distribution, unparseable count/rate (with reasons and examples), quality histogram, throughput and —
     when gold labels exist (``gold`` by id, else the ``gold`` field of the labels) — precision, recall, F1 and the
-    confusion matrix, overall and per language, plus the share labelled medical per document kind."""
+    confusion matrix, overall and per language, on the development and the held-out sentence families apart
+    (``gold_development``, ``gold_held_out``: toy world), plus the share labelled medical per document kind."""
     n = len(labels)
     dist = Counter(r["label"] if r["label"] is not None else "unparseable" for r in labels)
     unparseable = [r for r in labels if r["label"] is None]
@@ -489,6 +499,10 @@ def annotation_report(labels: Sequence[Mapping[str, Any]], stats: Mapping[str, A
         report["gold_per_language"] = {
             lang: binary_metrics([g for r, g in pairs if r.get("lang") == lang],
                                  [r["label"] for r, _ in pairs if r.get("lang") == lang]) for lang in langs}
+        for key, held in (("gold_development", False), ("gold_held_out", True)):
+            part = [(r, g) for r, g in pairs if "held_out" in r and bool(r["held_out"]) == held]
+            if part:
+                report[key] = binary_metrics([g for _, g in part], [r["label"] for r, _ in part])
         kinds = sorted({str(r["kind"]) for r, _ in pairs if r.get("kind")})
         if kinds:
             report["medical_share_per_kind"] = {

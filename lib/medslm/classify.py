@@ -45,12 +45,17 @@ class TooFewLabelsError(ValueError):
 
 
 def load_labels(path: str | Path) -> tuple[list[dict], dict[str, int]]:
-    """The labelled documents of 01_annotate (``labels.jsonl``: ``text`` and ``label``); unparseable ones (label
-    null) are left out and counted. Returns ``(records, counts)`` with counts per label and ``unparseable``."""
+    """The labelled documents of 01_annotate (``labels.jsonl``: ``text`` and ``label``) the classifier may train
+    and validate on; unparseable ones (label null) are left out and counted, and so are documents of the toy
+    world's held-out sentence families (``held_out: true``), on which 02 reports the filter apart. Returns
+    ``(records, counts)`` with counts per label, ``unparseable`` and ``held_out``."""
     recs = read_jsonl(path, required=("text", "label"))
-    kept = [r for r in recs if r["label"] in LABELS and isinstance(r["text"], str) and r["text"].strip()]
+    held_out = [r for r in recs if r.get("held_out") is True]
+    kept = [r for r in recs if r["label"] in LABELS and isinstance(r["text"], str) and r["text"].strip()
+            and r.get("held_out") is not True]
     counts = {lab: sum(r["label"] == lab for r in kept) for lab in LABELS}
-    counts["unparseable"] = sum(r["label"] is None for r in recs)
+    counts["unparseable"] = sum(r["label"] is None and r.get("held_out") is not True for r in recs)
+    counts["held_out"] = len(held_out)
     return kept, counts
 
 
@@ -492,11 +497,13 @@ def confusion(y_true: Sequence[int], kept: Sequence[bool]) -> dict[str, Any]:
 
 def gold_comparison(annotator: Mapping[str, Any] | None, filter_stats: Mapping[str, Any] | None) -> list[dict]:
     """Rows for a table of the annotator (on its sample) and the classifier filter (on the full corpus) against
-    gold labels: who, documents, precision, recall, f1. Takes ``annotation_report(...)`` and ``score_corpus(...)``."""
+    gold labels, each also on the held-out sentence families alone where known: who, documents, precision,
+    recall, f1. Takes ``annotation_report(...)`` and ``score_corpus(...)``."""
     rows = []
     for who, src in (("annotator (sample)", annotator), ("classifier filter (full corpus)", filter_stats)):
-        g = (src or {}).get("gold")
-        if g:
-            rows.append({"who": who, "documents": g["n"], "precision": g["precision"], "recall": g["recall"],
-                         "f1": g["f1"]})
+        for suffix, key in (("", "gold"), (", held-out families", "gold_held_out")):
+            g = (src or {}).get(key)
+            if g:
+                rows.append({"who": who + suffix, "documents": g["n"], "precision": g["precision"],
+                             "recall": g["recall"], "f1": g["f1"]})
     return rows

@@ -31,11 +31,16 @@ class Figure:
 FIGURES = (
     Figure("00_prepare", "tiny general model ({} parameters): general probes {}, chat probes {}, medical probes {} "
            "(chance 0.25)", ("model.parameters", "probes.general", "probes.chat", "probes.medical")),
-    Figure("01_annotate", "lexicon annotator against gold: precision {}, recall {}, F1 {} on {} documents",
-           ("annotation.gold.precision", "annotation.gold.recall", "annotation.gold.f1", "annotation.gold.n")),
+    Figure("01_annotate", "lexicon annotator against gold: precision {}, recall {}, F1 {} on {} documents; on the "
+           "{} documents of held-out sentence families precision {}, recall {}, F1 {}",
+           ("annotation.gold.precision", "annotation.gold.recall", "annotation.gold.f1", "annotation.gold.n",
+            "annotation.gold_held_out.n", "annotation.gold_held_out.precision", "annotation.gold_held_out.recall",
+            "annotation.gold_held_out.f1")),
     Figure("02_classify", "at target precision 0.95: validation precision {}, recall {}; full corpus against gold "
-           "precision {}, recall {}", ("threshold.precision", "threshold.recall", "filter.gold.precision",
-                                       "filter.gold.recall")),
+           "precision {}, recall {}; held-out sentence families ({} documents) precision {}, recall {}, F1 {}",
+           ("threshold.precision", "threshold.recall", "filter.gold.precision", "filter.gold.recall",
+            "filter.gold_held_out.n", "filter.gold_held_out.precision", "filter.gold_held_out.recall",
+            "filter.gold_held_out.f1")),
     Figure("03_cpt", "medical probes {} → {}; general {} → {} and chat {} → {} (forgetting)",
            ("before.probes.medical", "after.probes.medical", "before.probes.general", "after.probes.general",
             "before.probes.chat", "after.probes.chat")),

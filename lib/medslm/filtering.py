@@ -37,10 +37,10 @@ from medslm.annotate import LABELS, binary_metrics, iter_corpus, load_gold
 from medslm.classify import CLASSIFIER_FILE, confusion, load_classifier
 from medslm.rundir import ClassifyDir, atomic_path, read_json
 
-# One schema for both paths: ``kind``/``gold`` are null where the corpus has none (read_scores drops such columns).
+# One schema for both paths: ``kind``/``gold``/``held_out`` are null where the corpus has none (read_scores drops such columns).
 SCORES_SCHEMA = pa.schema([("id", pa.string()), ("lang", pa.string()), ("kind", pa.string()), ("gold", pa.string()),
-                           ("score", pa.float32()), ("keep", pa.bool_()), ("chars", pa.int64()),
-                           ("tokens", pa.int64())])
+                           ("held_out", pa.bool_()), ("score", pa.float32()), ("keep", pa.bool_()),
+                           ("chars", pa.int64()), ("tokens", pa.int64())])
 
 
 def word_counts(texts: Sequence[str]) -> list[int]:
@@ -54,7 +54,8 @@ def _text_or_none(value: Any) -> str | None:
 def score_row(rec: Mapping[str, Any], score: float, keep: bool, tokens: int) -> dict[str, Any]:
     """A row of ``scores.parquet`` for a corpus record."""
     return {"id": str(rec.get("id")), "lang": _text_or_none(rec.get("lang")), "kind": _text_or_none(rec.get("kind")),
-            "gold": rec.get("label") if rec.get("label") in LABELS else None, "score": float(score),
+            "gold": rec.get("label") if rec.get("label") in LABELS else None,
+            "held_out": rec["held_out"] if isinstance(rec.get("held_out"), bool) else None, "score": float(score),
             "keep": bool(keep), "chars": len(rec["text"]), "tokens": int(tokens)}
 
 
@@ -86,10 +87,11 @@ class FilterStats:
         self.gold_y: list[int] = []
         self.gold_k: list[bool] = []
         self.outside: list[bool] = []
+        self.held_out: list[bool | None] = []
 
     def update(self, table: pa.Table) -> None:
-        cols = table.select(["id", "lang", "kind", "gold", "keep", "tokens"]).to_pydict()
-        for i, lang, kind, gold, keep, tokens in zip(*cols.values(), strict=True):
+        cols = table.select(["id", "lang", "kind", "gold", "held_out", "keep", "tokens"]).to_pydict()
+        for i, lang, kind, gold, held_out, keep, tokens in zip(*cols.values(), strict=True):
             if self.gold is not None:
                 gold = self.gold.get(str(i))
             buckets = [self.totals, self.per_lang[lang or "unknown"]]
@@ -104,6 +106,7 @@ class FilterStats:
                 self.gold_y.append(int(gold == "medical"))
                 self.gold_k.append(bool(keep))
                 self.outside.append(self.sample is not None and i not in self.sample)
+                self.held_out.append(held_out)
 
     def result(self, threshold: float, *, empty_skipped: int | None, seconds: float, score_seconds: float | None,
                token_unit: str = "words") -> dict[str, Any]:
@@ -121,10 +124,12 @@ class FilterStats:
         if self.gold_y:
             stats["gold"] = kept_vs_gold(self.gold_y, self.gold_k)
             stats["gold"]["source"] = "gold_file" if self.gold is not None else "corpus"
-            if any(self.outside):
-                stats["gold_outside_sample"] = kept_vs_gold(
-                    [g for g, o in zip(self.gold_y, self.outside, strict=True) if o],
-                    [k for k, o in zip(self.gold_k, self.outside, strict=True) if o])
+            for key, mask in (("gold_outside_sample", self.outside),
+                              ("gold_development", [h is False for h in self.held_out]),
+                              ("gold_held_out", [h is True for h in self.held_out])):
+                if any(mask):
+                    stats[key] = kept_vs_gold([g for g, m in zip(self.gold_y, mask, strict=True) if m],
+                                              [k for k, m in zip(self.gold_k, mask, strict=True) if m])
         return stats
 
 
@@ -156,8 +161,10 @@ def score_corpus(classifier: Any, corpus: str | Path, *, threshold: float | None
     and with gold labels in the corpus (toy world) the filter's precision/recall against them (``gold``).
     ``token_counter`` maps texts to token counts (e.g. a tokenizer); default: whitespace words. With
     ``sample_ids`` (the annotated sample) the gold metrics are also given for the documents outside it
-    (``gold_outside_sample``), which the classifier never trained or picked its threshold on. ``gold``: labels by id
-    (:func:`medslm.annotate.load_gold` of a gold file), used instead of the corpus' own.
+    (``gold_outside_sample``), which the classifier never trained or picked its threshold on, and, where the
+    corpus marks them (toy world), on the development and the held-out sentence families apart
+    (``gold_development``, ``gold_held_out``). ``gold``: labels by id (:func:`medslm.annotate.load_gold` of a gold
+    file), used instead of the corpus' own.
     """
     thr = classifier.threshold if threshold is None else threshold
     if thr is None:
@@ -198,9 +205,9 @@ def score_corpus(classifier: Any, corpus: str | Path, *, threshold: float | None
 
 
 def read_scores(path: str | Path) -> Any:
-    """The scores Parquet as a pandas DataFrame (``kind``/``gold`` only where the corpus has them)."""
+    """The scores Parquet as a pandas DataFrame (``kind``/``gold``/``held_out`` only where the corpus has them)."""
     table = pq.read_table(path)
-    empty = [c for c in ("kind", "gold") if c in table.column_names and table[c].null_count == len(table)]
+    empty = [c for c in ("kind", "gold", "held_out") if c in table.column_names and table[c].null_count == len(table)]
     return table.drop_columns(empty).to_pandas()
 
 

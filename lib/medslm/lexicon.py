@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,17 @@ class Lexicon:
         return max(cands, key=lambda t: len(t.strip("*")), default=None)
 
     def score(self, text: str) -> dict[str, Any]:
+        counts, n = self.matches(text)
+        total = sum(self.weights[t] * min(c, 3) for t, c in counts.items())
+        density = 100.0 * total / max(n, 50)
+        hits = sorted(((t.strip("*"), self.weights[t], c) for t, c in counts.items() if self.weights[t]),
+                      key=lambda h: (-h[1] * min(h[2], 3), h[0]))
+        return {"score": round(total, 3), "density": round(density, 3), "words": n, "hits": hits,
+                "medical": total >= self.min_score and density >= self.min_density}
+
+    def matches(self, text: str) -> tuple[Counter[str], int]:
+        """How often each entry (as written, e.g. ``diagnos*``; blockers included) matches in ``text``, and the
+        number of words."""
         words = _TOKEN.findall(text.lower())
         counts: Counter[str] = Counter()
         i, n = 0, len(words)
@@ -126,12 +137,7 @@ class Lexicon:
             if hit is not None:
                 counts[hit] += 1
             i += width
-        total = sum(self.weights[t] * min(c, 3) for t, c in counts.items())
-        density = 100.0 * total / max(n, 50)
-        hits = sorted(((t.strip("*"), self.weights[t], c) for t, c in counts.items() if self.weights[t]),
-                      key=lambda h: (-h[1] * min(h[2], 3), h[0]))
-        return {"score": round(total, 3), "density": round(density, 3), "words": n, "hits": hits,
-                "medical": total >= self.min_score and density >= self.min_density}
+        return counts, n
 
 
 def load_lexicon(path: str | Path = LEXICON_FILE) -> Lexicon:
@@ -162,3 +168,50 @@ def load_lexicon(path: str | Path = LEXICON_FILE) -> Lexicon:
 def default_lexicon() -> Lexicon:
     """The packaged lexicon (``toyworld/data/medical_lexicon.yaml``), loaded once."""
     return load_lexicon()
+
+
+def derive_lexicon(docs: Sequence[Mapping[str, Any]], *, min_docs: int = 5, min_weight: float = 1.0,
+                   max_weight: float = 3.0, min_score: float = 4.0, min_density: float = 3.0) -> Lexicon:
+    """A lexicon learned from labelled documents (``text``, ``label`` medical/not_medical, optional ``lang``)
+    instead of written by hand: one whole-word entry per word found in at least ``min_docs`` documents, weighted
+    by the log ratio of the share of medical and of not-medical documents containing it (add-one smoothed),
+    clipped to ``±max_weight`` (the hand-written lexicon's scale: 3 = unmistakably medical); words with
+    ``|weight| < min_weight`` are left out. Each entry is filed under the language whose documents use it most.
+    The decision rule (``min_score``, ``min_density``) defaults to the hand-written lexicon's."""
+    df: dict[str, Counter[str]] = {"medical": Counter(), "not_medical": Counter()}
+    by_lang: dict[str, Counter[str]] = {}
+    n = Counter()
+    for doc in docs:
+        label = doc["label"]
+        if label not in df:
+            raise ValueError(f"document {doc.get('id')!r}: label {label!r} is not medical or not_medical")
+        words = set(_TOKEN.findall(doc["text"].lower()))
+        df[label].update(words)
+        by_lang.setdefault(str(doc.get("lang") or "en"), Counter()).update(words)
+        n[label] += 1
+    if not n["medical"] or not n["not_medical"]:
+        raise ValueError(f"need documents of both labels to derive a lexicon, got {dict(n)}")
+    terms: dict[str, dict[str, float]] = {lang: {} for lang in sorted(by_lang)}
+    for word in sorted(set(df["medical"]) | set(df["not_medical"])):
+        med, other = df["medical"][word], df["not_medical"][word]
+        if med + other < min_docs:
+            continue
+        weight = math.log((med + 1) / (n["medical"] + 2)) - math.log((other + 1) / (n["not_medical"] + 2))
+        weight = max(-max_weight, min(max_weight, weight))
+        if abs(weight) >= min_weight:
+            lang = max(sorted(by_lang), key=lambda code: by_lang[code][word])
+            terms[lang][word] = round(weight, 2)
+    return Lexicon(terms, min_score=min_score, min_density=min_density)
+
+
+def write_lexicon(lexicon: Lexicon, path: str | Path, header: str = "") -> Path:
+    """Write ``lexicon`` as a YAML file :func:`load_lexicon` reads (``header``: comment lines on top)."""
+    from medslm.fileio import atomic_path
+
+    path = Path(path)
+    body = yaml.safe_dump({"min_score": lexicon.min_score, "min_density": lexicon.min_density,
+                           "terms": lexicon.terms}, allow_unicode=True, sort_keys=False)
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    with atomic_path(path) as tmp:
+        tmp.write_text(comments + body, encoding="utf-8")
+    return path

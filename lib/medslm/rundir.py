@@ -166,6 +166,12 @@ class PrepareDir(StepDir):
         return self.path / "chat.jsonl"
 
     @property
+    def lexicon(self) -> Path:
+        """Toy world: the lexicon annotator derived from gold-labelled development documents (01's lexicon backend
+        uses it instead of the packaged hand-written one)."""
+        return self.path / "lexicon.yaml"
+
+    @property
     def heldout(self) -> Path:
         """Held-out texts for perplexity: medical and general sentences in held-out templates."""
         return self.path / "heldout.jsonl"

@@ -130,18 +130,22 @@ class MergeRecipe:
         return no_scores
 
     def evaluate(self) -> list[SweepPoint]:
-        """Sanity-check and score the instruct parent (t=0), every merge and the CPT parent (t=1)."""
+        """Sanity-check and score the instruct parent (t=0), the CPT parent (t=1), then every merge, which must
+        also stay close to the parents' greedy answers; the points are kept in t order."""
         from tqdm.auto import tqdm
 
         evaluate_fn = self.evaluator()
-        todo = [(0.0, "instruct", False, self.instruct.path), *((m.t, "merge", True, m.out) for m in self.plan),
-                (1.0, "cpt", False, self.cpt.path)]
-        self.points = []
+        todo = [(0.0, "instruct", False, self.instruct.path), (1.0, "cpt", False, self.cpt.path),
+                *((m.t, "merge", True, m.out) for m in self.plan)]
+        points: list[SweepPoint] = []
         for t, label, merged, model_dir in tqdm(todo, desc=f"evaluate ({self.scored_by})", disable=not self.progress):
-            self.points.append(evaluate_point(
+            parents = [p.sanity.get("text", "") for p in points if not p.merged] if merged else []
+            points.append(evaluate_point(
                 model_dir, evaluate_fn, t=t, label=label, merged=merged, device=self.device,
                 sanity_prompt=self.params.sanity_prompt, trust_remote_code=self.instruct.ref.trust_remote_code,
-                merge_seconds=self.timings.get("merge_s", {}).get(f"{t:g}", 0.0) if merged else 0.0))
+                merge_seconds=self.timings.get("merge_s", {}).get(f"{t:g}", 0.0) if merged else 0.0,
+                parent_answers=[text for text in parents if text.strip()]))
+            self.points = [points[0], *points[2:], points[1]] if len(points) > 1 else list(points)
             write_json(self.out.path / "points.json", [p.as_dict() for p in self.points])
         return self.points
 

@@ -1,8 +1,18 @@
-"""Cheap checks that a merge did not silently break a model: finite weights and a sensible greedy answer."""
+"""Cheap checks that a merge did not silently break a model: finite weights and a sensible greedy answer, close to
+its parents' answers.
+
+Closeness is the merged model's perplexity on the parents' greedy answers: a merge interpolates two models that
+answer the prompt, so it must predict at least one of their answers much better than chance. The bound, chosen
+from that principle before any merge was measured: perplexity at most √V on the closer parent's answer (V = the
+vocabulary size), i.e. at most half the log-loss of a uniform guess (ln V nats per token). A scrambled model sits
+near or above ln V.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,36 @@ def _nonfinite_in_dir(model_dir: Path, limit: int = 10) -> list[str]:
     return bad
 
 
+def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> dict[str, Any]:
+    """The prompt as model input (in the chat template, with the assistant turn opened, when there is one)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return dict(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                  return_tensors="pt", return_dict=True))
+    return dict(tokenizer(prompt, return_tensors="pt"))
+
+
+def answer_nll(model: Any, tokenizer: Any, prompt: str, answer: str, chat: bool = True) -> float | None:
+    """Mean negative log-likelihood (nats per token) of ``answer`` as the reply to ``prompt``; None for an empty
+    answer."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = _prompt_ids(tokenizer, prompt, chat)["input_ids"]
+    reply = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if reply.shape[1] == 0:
+        return None
+    dev = next(model.parameters()).device
+    full = torch.cat([ids, reply], dim=1).to(dev)
+    with torch.no_grad():
+        logits = model(input_ids=full).logits[0, ids.shape[1] - 1:-1].float()
+    return float(F.cross_entropy(logits, reply[0].to(dev)))
+
+
+def closeness_bound(model: Any) -> float:
+    """Half the log-loss of a uniform guess over the model's vocabulary: ½ ln V nats per token (perplexity √V)."""
+    return 0.5 * math.log(model.get_output_embeddings().weight.shape[0])
+
+
 def sanity_check(
     model: Any,
     tokenizer: Any = None,
@@ -44,12 +84,15 @@ def sanity_check(
     max_new_tokens: int = 12,
     device: str = "cpu",
     chat: bool = True,
+    parent_answers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Cheap checks of a merged model (a folder or a loaded model): every weight finite, and greedy generation
     from ``prompt`` (in the chat template when the tokenizer has one) is non-empty, not one token repeated and not
-    the prompt echoed.
+    the prompt echoed; with ``parent_answers`` (the parents' greedy answers to the same prompt) also that the model
+    is close to its parents: its log-loss on the closer parent's answer is at most :func:`closeness_bound`.
 
-    Returns ``{"ok", "finite", "nonfinite", "text", "new_tokens", "distinct_tokens", "problems"}``.
+    Returns ``{"ok", "finite", "nonfinite", "text", "new_tokens", "distinct_tokens", "problems"}``, and with
+    ``parent_answers`` ``parent_nll`` (nats per token on each answer) and ``nll_bound``.
     """
     import torch
 
@@ -68,11 +111,7 @@ def sanity_check(
     if nonfinite:
         problems.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s), e.g. {nonfinite[0]}")
     else:
-        if chat and getattr(tokenizer, "chat_template", None):
-            enc = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
-        else:
-            enc = tokenizer(prompt, return_tensors="pt")
+        enc = _prompt_ids(tokenizer, prompt, chat)
         dev = next(model.parameters()).device
         enc = {k: v.to(dev) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.no_grad():
@@ -90,6 +129,14 @@ def sanity_check(
             problems.append(f"greedy generation repeats one token: {text[:40]!r}")
         elif echoes_prompt(text, prompt):
             problems.append(f"greedy generation only echoes the prompt: {text[:60]!r}")
+        nlls = [nll for answer in parent_answers if (nll := answer_nll(model, tokenizer, prompt, answer, chat))
+                is not None]
+        if nlls:
+            bound = closeness_bound(model)
+            report.update(parent_nll=[round(x, 4) for x in nlls], nll_bound=round(bound, 4))
+            if min(nlls) > bound:
+                problems.append(f"far from its parents: {min(nlls):.2f} nats per token on the closer parent's answer, "
+                                f"above the bound {bound:.2f} (half a uniform guess's, perplexity √V)")
     report["problems"] = problems
     report["ok"] = not problems
     return report

@@ -121,14 +121,16 @@ def no_scores(model: Any, tokenizer: Any) -> dict[str, float]:
 def evaluate_point(model_dir: str | Path, evaluate_fn: Evaluator, *, t: float, label: str = "merge",
                    merged: bool = True, device: str = "cpu", sanity: bool = True,
                    sanity_prompt: str = "What is the capital of France?", merge_seconds: float = 0.0,
-                   trust_remote_code: bool = False) -> SweepPoint:
-    """Sanity-check and score one model folder (a merge or a parent); non-finite weights get no scores."""
+                   trust_remote_code: bool = False, parent_answers: Sequence[str] = ()) -> SweepPoint:
+    """Sanity-check and score one model folder (a merge or a parent); non-finite weights get no scores.
+    ``parent_answers``: the parents' greedy answers to ``sanity_prompt``, which a merge must stay close to."""
     from medslm.models import load_model, load_tokenizer
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     model = load_model(model_dir, device=device, trust_remote_code=trust_remote_code)
-    check = sanity_check(model, tokenizer, prompt=sanity_prompt) if sanity else {"ok": None}
+    check = sanity_check(model, tokenizer, prompt=sanity_prompt, parent_answers=parent_answers) if sanity \
+        else {"ok": None}
     scores = dict(evaluate_fn(model, tokenizer)) if check.get("finite", True) else {}
     del model
     numeric = {k: float(v) for k, v in scores.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -33,6 +33,8 @@ class PrepareParams(StrictModel):
     de_fraction: float = Field(0.5, ge=0.0, le=1.0, description="Share of German documents in the toy corpus.")
     medical_fraction: float = Field(0.35, ge=0.0, le=1.0, description="Share of medical documents in the toy corpus.")
     ambiguous_fraction: float = Field(0.15, ge=0.0, le=1.0, description="Share of ambiguous (fitness, nutrition, wellness…) documents.")
+    held_out_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of medical, general and ambiguous documents built only from held-out sentence families (never seen by the lexicon or the classifier; 01/02 report P/R/F1 on them apart).")
+    lexicon_documents: int = Field(1000, ge=20, description="Gold-labelled development documents (development families only) the toy world's lexicon annotator is derived from.")
     pretrain_documents: int = Field(2500, gt=0, description="General documents the tiny model is pretrained on.")
     chat_examples: int = Field(2500, ge=0, description="General chat examples mixed into pretraining.")
     vocab_size: int = Field(2048, ge=300, le=65536, description="BPE vocabulary size of the toy tokenizer.")

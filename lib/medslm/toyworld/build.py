@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medslm.lexicon import Lexicon, derive_lexicon, write_lexicon
 from medslm.rundir import PrepareDir, write_json, write_jsonl
 from medslm.stats import seeded_sample
 from medslm.toyworld.chat import chat_examples, render_chats
@@ -18,6 +19,10 @@ from medslm.toyworld.knowledge import KnowledgeBase, load_knowledge
 from medslm.toyworld.probes import chat_probes, cloze_probes, heldout_texts, world_summary
 from medslm.toyworld.tinymodel import new_tiny_llama
 from medslm.toyworld.tokenizer import end_of_turn_ids, train_tokenizer
+
+LEXICON_HEADER = """The toy world's lexicon annotator, derived by medslm.lexicon.derive_lexicon from gold-labelled documents of the
+development sentence families (medslm.toyworld.families): never from held-out families. Not for real text: the
+packaged hand-written lexicon (medslm/toyworld/data/medical_lexicon.yaml) is."""
 
 
 @dataclass
@@ -29,6 +34,7 @@ class WorldData:
     chats: list[dict[str, Any]]
     kb: KnowledgeBase
     seed: int
+    lexicon: Lexicon
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -37,11 +43,25 @@ def make_world_data(p: Any, seed: int) -> WorldData:
     t0 = time.perf_counter()
     kb = load_knowledge()
     spec = CorpusSpec(p.n_documents, de_fraction=p.de_fraction, medical_fraction=p.medical_fraction,
-                      ambiguous_fraction=p.ambiguous_fraction, seed=seed)
+                      ambiguous_fraction=p.ambiguous_fraction, held_out_fraction=p.held_out_fraction, seed=seed)
     corpus = list(generate_corpus(spec, kb))
     pretrain = general_documents(p.pretrain_documents, seed, p.de_fraction, kb)
     chats = chat_examples(kb, p.chat_examples, seed)
-    return WorldData(corpus, pretrain, chats, kb, seed, {"generate_s": time.perf_counter() - t0})
+    return WorldData(corpus, pretrain, chats, kb, seed, development_lexicon(p, seed, kb),
+                     {"generate_s": time.perf_counter() - t0})
+
+
+def development_sample(p: Any, seed: int, kb: KnowledgeBase | None = None) -> list[dict[str, Any]]:
+    """``p.lexicon_documents`` gold-labelled documents of the development families only (``held_out_fraction``
+    0), drawn apart from the corpus (own id prefix) with the corpus's mix."""
+    spec = CorpusSpec(p.lexicon_documents, de_fraction=p.de_fraction, medical_fraction=p.medical_fraction,
+                      ambiguous_fraction=p.ambiguous_fraction, held_out_fraction=0.0, seed=seed, id_prefix="dev")
+    return list(generate_corpus(spec, kb))
+
+
+def development_lexicon(p: Any, seed: int, kb: KnowledgeBase | None = None) -> Lexicon:
+    """The toy world's lexicon annotator, derived from :func:`development_sample` (never from held-out families)."""
+    return derive_lexicon(development_sample(p, seed, kb))
 
 
 def train_world_tokenizer(data: WorldData, vocab_size: int):
@@ -96,8 +116,8 @@ def thin_probes(probes: list[dict[str, Any]], per_relation: int | None, seed: in
 
 def write_world_files(d: PrepareDir, data: WorldData, tokenizer: Any,
                       max_probes_per_relation: int | None = None) -> dict[str, Any]:
-    """Write corpus, probes (all, or a seeded sample per relation), chats, held-out texts and world.json; return the
-    probes."""
+    """Write corpus, probes (all, or a seeded sample per relation), chats, held-out texts, world.json and the
+    derived lexicon; return the probes."""
     write_jsonl(d.corpus, data.corpus)
     probes = thin_probes(cloze_probes(data.kb, data.seed) + chat_probes(data.kb, tokenizer, data.seed),
                          max_probes_per_relation, data.seed)
@@ -105,4 +125,5 @@ def write_world_files(d: PrepareDir, data: WorldData, tokenizer: Any,
     write_jsonl(d.chat, data.chats)
     write_jsonl(d.heldout, heldout_texts(data.kb, data.seed))
     write_json(d.world, world_summary(data.kb, data.seed))
+    write_lexicon(data.lexicon, d.lexicon, header=LEXICON_HEADER)
     return {"probes": probes}

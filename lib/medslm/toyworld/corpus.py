@@ -4,7 +4,9 @@ Kinds: ``medical`` (medical facts, clinical filler; gold ``medical``), ``general
 ``ambiguous`` (fitness, nutrition, wellness, insurance news, a third of them with a passing mention of a disease;
 ``not_medical``) and ``adversarial`` (general documents
 carrying text that tries to steer an LLM annotator, e.g. "Verdict: medical"; ``not_medical``).
-Fact sentences never use a fact's held-out template. Deterministic for a seed.
+Fact sentences never use a fact's held-out template. A share of the medical, general and ambiguous documents
+(``held_out: true``) is built only from held-out sentence families (:mod:`medslm.toyworld.families`), every other
+document only from development families. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from medslm.toyworld import text
+from medslm.toyworld import families, text
 from medslm.toyworld.knowledge import LANGS, Fact, KnowledgeBase, heldout_template, load_knowledge, render
 
 GOLD = {"medical": "medical", "general": "not_medical", "ambiguous": "not_medical", "adversarial": "not_medical"}
@@ -28,6 +30,7 @@ class CorpusSpec:
     medical_fraction: float = 0.35
     ambiguous_fraction: float = 0.15
     adversarial_fraction: float = 0.02
+    held_out_fraction: float = 0.2  # of the medical, general and ambiguous documents
     seed: int = 0
     id_prefix: str = "toy"
 
@@ -35,17 +38,19 @@ class CorpusSpec:
         rest = self.medical_fraction + self.ambiguous_fraction + self.adversarial_fraction
         if rest > 1:
             raise ValueError(f"medical + ambiguous + adversarial fractions sum to {rest:.2f} > 1")
+        if not 0 <= self.held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction {self.held_out_fraction} is not in [0, 1)")
 
 
 class FactSampler:
-    """Draws fact sentences of a domain in a language, never in the fact's held-out template."""
+    """Draws fact sentences of a domain (of the given relations: default all) in a language, never in the fact's
+    held-out template."""
 
-    def __init__(self, kb: KnowledgeBase, domain: str, seed: int):
-        self.facts: list[Fact] = kb.facts(domain)
+    def __init__(self, kb: KnowledgeBase, domain: str, seed: int, relations: list[str] | None = None):
+        chosen = [r for r in kb.relations if r.domain == domain and (relations is None or r.id in relations)]
+        self.facts: list[Fact] = [f for r in chosen for f in r.facts]
         self.templates = {}
-        for rel in kb.relations:
-            if rel.domain != domain:
-                continue
+        for rel in chosen:
             for f in rel.facts:
                 for lang in LANGS:
                     held = heldout_template(rel, f, lang, seed)
@@ -57,32 +62,41 @@ class FactSampler:
 
 
 class DocumentGenerator:
-    """Makes documents of each kind; the knowledge-base seed fixes the held-out templates."""
+    """Makes documents of each kind, from the development or the held-out sentence families; the knowledge-base
+    seed fixes the held-out templates."""
 
     def __init__(self, kb: KnowledgeBase | None = None, seed: int = 0):
         kb = kb or load_knowledge()
-        self.samplers = {d: FactSampler(kb, d, seed) for d in ("medical", "general")}
+        self.samplers = {(d, None): FactSampler(kb, d, seed) for d in ("medical", "general")}
+        for d in ("medical", "general"):
+            for held in (False, True):
+                self.samplers[(d, held)] = FactSampler(kb, d, seed, families.relation_ids(kb, d, held))
         diseases = kb.relation("disease_symptom").facts
         self.diseases = {lang: [f.s[lang] for f in diseases] for lang in LANGS}
 
-    def facts_text(self, rng: random.Random, domain: str, lang: str, n: int) -> list[str]:
-        return [self.samplers[domain].sentence(rng, lang) for _ in range(n)]
+    def facts_text(self, rng: random.Random, domain: str, lang: str, n: int,
+                   held_out: bool | None = None) -> list[str]:
+        """``n`` fact sentences of ``domain``: from held-out relations (True), development ones (False) or all."""
+        return [self.samplers[(domain, held_out)].sentence(rng, lang) for _ in range(n)]
 
-    def document(self, rng: random.Random, kind: str, lang: str) -> str:
-        if kind == "medical":
-            body = self.facts_text(rng, "medical", lang, rng.randint(3, 7))
-            body += rng.sample(text.FILLER["medical"][lang], rng.randint(1, 3))
-        elif kind == "general":
-            body = self.facts_text(rng, "general", lang, rng.randint(3, 7))
-            body += rng.sample(text.FILLER["general"][lang], rng.randint(1, 3))
+    def document(self, rng: random.Random, kind: str, lang: str, held_out: bool = False) -> str:
+        """A document of ``kind`` built only from held-out (or only from development) sentence families."""
+        def pool(table: str) -> list[str]:
+            return families.sentences(table, lang, held_out)
+
+        if kind in ("medical", "general"):
+            body = self.facts_text(rng, kind, lang, rng.randint(3, 7), held_out)
+            body += rng.sample(pool(f"{kind}_filler"), rng.randint(1, 3))
         elif kind == "ambiguous":
-            body = rng.sample(text.AMBIGUOUS[lang], rng.randint(3, 6))
-            body += self.facts_text(rng, "general", lang, rng.randint(0, 2))
+            body = rng.sample(pool("ambiguous"), rng.randint(3, 6))
+            body += self.facts_text(rng, "general", lang, rng.randint(0, 2), held_out)
             if rng.random() < 1 / 3:
-                body.append(rng.choice(text.PASSING_MENTION[lang]).format(d=rng.choice(self.diseases[lang])))
+                body.append(rng.choice(pool("passing_mention")).format(d=rng.choice(self.diseases[lang])))
         elif kind == "adversarial":
-            body = self.facts_text(rng, "general", lang, rng.randint(2, 5))
-            body += rng.sample(text.FILLER["general"][lang], 1)
+            if held_out:
+                raise ValueError("adversarial documents have no held-out families")
+            body = self.facts_text(rng, "general", lang, rng.randint(2, 5), held_out)
+            body += rng.sample(pool("general_filler"), 1)
             body.insert(rng.randint(0, len(body)), rng.choice(text.ADVERSARIAL[lang]))
         else:
             raise ValueError(f"unknown document kind {kind!r}; known: {', '.join(GOLD)}")
@@ -111,7 +125,7 @@ def _kind(rng: random.Random, spec: CorpusSpec) -> str:
 
 
 def generate_corpus(spec: CorpusSpec, kb: KnowledgeBase | None = None, heldout_seed: int | None = None) -> Iterator[dict]:
-    """Yield documents ``{id, text, lang, kind, label}``. ``heldout_seed`` (default ``spec.seed``) fixes which
+    """Yield documents ``{id, text, lang, kind, label, held_out}``. ``heldout_seed`` (default ``spec.seed``) fixes which
     template of each fact is held out; ``spec.seed`` drives everything else."""
     gen = DocumentGenerator(kb, spec.seed if heldout_seed is None else heldout_seed)
     rng = random.Random(f"corpus:{spec.seed}:{spec.id_prefix}")
@@ -119,18 +133,21 @@ def generate_corpus(spec: CorpusSpec, kb: KnowledgeBase | None = None, heldout_s
     for i in range(spec.n_documents):
         lang = "de" if rng.random() < spec.de_fraction else "en"
         kind = _kind(rng, spec)
+        held_out = kind != "adversarial" and rng.random() < spec.held_out_fraction
         yield {
             "id": f"{spec.id_prefix}-{i:0{width}d}",
-            "text": gen.document(rng, kind, lang),
+            "text": gen.document(rng, kind, lang, held_out),
             "lang": lang,
             "kind": kind,
             "label": GOLD[kind],
+            "held_out": held_out,
         }
 
 
 def general_documents(n: int, seed: int, de_fraction: float = 0.5, kb: KnowledgeBase | None = None) -> list[str]:
     """Texts of ``n`` fact-dense general documents, the tiny model's pretraining data (no medical facts, no
-    boilerplate: a clean "encyclopedia" so the tiny model learns its facts within the toy world's time budget)."""
+    boilerplate: a clean "encyclopedia" so the tiny model learns its facts within the toy world's time budget). It
+    draws on all general families, held out or not: the tiny model is not what the held-out families test."""
     gen = DocumentGenerator(kb, seed)
     rng = random.Random(f"pretrain:{seed}")
     docs = []
@@ -138,6 +155,7 @@ def general_documents(n: int, seed: int, de_fraction: float = 0.5, kb: Knowledge
         lang = "de" if rng.random() < de_fraction else "en"
         body = gen.facts_text(rng, "general", lang, rng.randint(5, 9))
         if rng.random() < 0.3:
-            body.insert(rng.randint(0, len(body)), rng.choice(text.FILLER["general"][lang]))
+            filler = [s for held in (False, True) for s in families.sentences("general_filler", lang, held)]
+            body.insert(rng.randint(0, len(body)), rng.choice(filler))
         docs.append(" ".join(body))
     return docs

@@ -6,110 +6,168 @@ medical content as the annotation rubric defines it; their gold label is ``not_m
 
 from __future__ import annotations
 
+# Every table below is a set of sentence *families* (sentences written together; EN and DE lists are parallel).
+# medslm.toyworld.families names the families held out of the lexicon's and the classifier's sight.
 FILLER = {
     "medical": {
-        "en": [
-            "Talk to your doctor before you change any treatment.",
-            "This article was reviewed by our medical editors.",
-            "Patients should read the package leaflet carefully.",
-            "The information on this page does not replace a visit to a physician.",
-            "Clinical guidelines are updated regularly.",
-            "Many patients ask about side effects during therapy.",
-            "A diagnosis should always be confirmed by a specialist.",
-            "In the hospital, nurses monitor the patient closely.",
-            "Further studies are needed to confirm these findings.",
-            "Call an emergency number if symptoms get worse quickly.",
-        ],
-        "de": [
-            "Sprechen Sie mit Ihrer Ärztin oder Ihrem Arzt, bevor Sie eine Behandlung ändern.",
-            "Dieser Artikel wurde von unserer medizinischen Redaktion geprüft.",
-            "Patienten sollten die Packungsbeilage sorgfältig lesen.",
-            "Die Informationen auf dieser Seite ersetzen keinen Arztbesuch.",
-            "Klinische Leitlinien werden regelmäßig aktualisiert.",
-            "Viele Patienten fragen während der Therapie nach Nebenwirkungen.",
-            "Eine Diagnose sollte immer von einer Fachärztin bestätigt werden.",
-            "Im Krankenhaus überwacht das Pflegepersonal die Patienten genau.",
-            "Weitere Studien sind nötig, um diese Ergebnisse zu bestätigen.",
-            "Rufen Sie den Notruf, wenn sich die Beschwerden schnell verschlimmern.",
-        ],
+        "advice": {
+            "en": [
+                "Talk to your doctor before you change any treatment.",
+                "The information on this page does not replace a visit to a physician.",
+                "Call an emergency number if symptoms get worse quickly.",
+                "Patients should read the package leaflet carefully.",
+            ],
+            "de": [
+                "Sprechen Sie mit Ihrer Ärztin oder Ihrem Arzt, bevor Sie eine Behandlung ändern.",
+                "Die Informationen auf dieser Seite ersetzen keinen Arztbesuch.",
+                "Rufen Sie den Notruf, wenn sich die Beschwerden schnell verschlimmern.",
+                "Patienten sollten die Packungsbeilage sorgfältig lesen.",
+            ],
+        },
+        "research": {
+            "en": [
+                "This article was reviewed by our medical editors.",
+                "Clinical guidelines are updated regularly.",
+                "Further studies are needed to confirm these findings.",
+            ],
+            "de": [
+                "Dieser Artikel wurde von unserer medizinischen Redaktion geprüft.",
+                "Klinische Leitlinien werden regelmäßig aktualisiert.",
+                "Weitere Studien sind nötig, um diese Ergebnisse zu bestätigen.",
+            ],
+        },
+        "care": {
+            "en": [
+                "Many patients ask about side effects during therapy.",
+                "A diagnosis should always be confirmed by a specialist.",
+                "In the hospital, nurses monitor the patient closely.",
+            ],
+            "de": [
+                "Viele Patienten fragen während der Therapie nach Nebenwirkungen.",
+                "Eine Diagnose sollte immer von einer Fachärztin bestätigt werden.",
+                "Im Krankenhaus überwacht das Pflegepersonal die Patienten genau.",
+            ],
+        },
     },
     "general": {
-        "en": [
-            "Many travellers visit the region every summer.",
-            "The museum is open every day except Monday.",
-            "Our readers sent us many interesting questions.",
-            "History is full of surprising stories.",
-            "The school library has a large collection of books.",
-            "Prices for train tickets rose again this year.",
-            "The local football club celebrated its anniversary.",
-            "Weather forecasts predict a sunny weekend.",
-            "The quiz night takes place every Friday.",
-            "Teachers use these facts in geography lessons.",
-        ],
-        "de": [
-            "Jeden Sommer besuchen viele Reisende die Region.",
-            "Das Museum ist täglich außer montags geöffnet.",
-            "Unsere Leserinnen und Leser haben uns viele spannende Fragen geschickt.",
-            "Die Geschichte ist voller überraschender Wendungen.",
-            "Die Schulbibliothek hat eine große Sammlung von Büchern.",
-            "Die Preise für Bahntickets sind in diesem Jahr wieder gestiegen.",
-            "Der örtliche Fußballverein feierte sein Jubiläum.",
-            "Der Wetterbericht sagt ein sonniges Wochenende voraus.",
-            "Der Quizabend findet jeden Freitag statt.",
-            "Lehrkräfte nutzen diese Fakten im Erdkundeunterricht.",
-        ],
+        "travel": {
+            "en": [
+                "Many travellers visit the region every summer.",
+                "The museum is open every day except Monday.",
+                "Prices for train tickets rose again this year.",
+                "Weather forecasts predict a sunny weekend.",
+            ],
+            "de": [
+                "Jeden Sommer besuchen viele Reisende die Region.",
+                "Das Museum ist täglich außer montags geöffnet.",
+                "Die Preise für Bahntickets sind in diesem Jahr wieder gestiegen.",
+                "Der Wetterbericht sagt ein sonniges Wochenende voraus.",
+            ],
+        },
+        "school": {
+            "en": [
+                "History is full of surprising stories.",
+                "The school library has a large collection of books.",
+                "Teachers use these facts in geography lessons.",
+            ],
+            "de": [
+                "Die Geschichte ist voller überraschender Wendungen.",
+                "Die Schulbibliothek hat eine große Sammlung von Büchern.",
+                "Lehrkräfte nutzen diese Fakten im Erdkundeunterricht.",
+            ],
+        },
+        "community": {
+            "en": [
+                "Our readers sent us many interesting questions.",
+                "The local football club celebrated its anniversary.",
+                "The quiz night takes place every Friday.",
+            ],
+            "de": [
+                "Unsere Leserinnen und Leser haben uns viele spannende Fragen geschickt.",
+                "Der örtliche Fußballverein feierte sein Jubiläum.",
+                "Der Quizabend findet jeden Freitag statt.",
+            ],
+        },
     },
 }
 
 AMBIGUOUS = {
-    "en": [
-        "A morning run of thirty minutes is a great start to the day.",
-        "Our new yoga course helps you relax after work.",
-        "Whole grain bread keeps you full for longer.",
-        "Drink enough water during your workout.",
-        "The gym offers a free trial week in January.",
-        "Smoothies with spinach and banana are popular this summer.",
-        "A good night's sleep improves your mood.",
-        "The health insurance company raised its contribution rate.",
-        "Meditation apps have millions of users.",
-        "Cycling to work saves money and keeps you fit.",
-        "Try our protein pancakes after strength training.",
-        "Wellness hotels in the mountains are fully booked.",
-        "Stretching before exercise makes you more flexible.",
-        "Seasonal vegetables are cheaper at the weekly market.",
-        "Health insurers now reward members who walk ten thousand steps.",
-    ],
-    "de": [
-        "Ein Morgenlauf von dreißig Minuten ist ein toller Start in den Tag.",
-        "Unser neuer Yogakurs hilft Ihnen, nach der Arbeit zu entspannen.",
-        "Vollkornbrot macht länger satt.",
-        "Trinken Sie beim Training genug Wasser.",
-        "Das Fitnessstudio bietet im Januar eine kostenlose Probewoche an.",
-        "Smoothies mit Spinat und Banane sind in diesem Sommer beliebt.",
-        "Guter Schlaf hebt die Stimmung.",
-        "Die Krankenkasse hat ihren Zusatzbeitrag erhöht.",
-        "Meditations-Apps haben Millionen von Nutzern.",
-        "Mit dem Fahrrad zur Arbeit spart Geld und hält fit.",
-        "Probieren Sie unsere Protein-Pfannkuchen nach dem Krafttraining.",
-        "Wellnesshotels in den Bergen sind ausgebucht.",
-        "Dehnen vor dem Sport macht beweglicher.",
-        "Saisonales Gemüse ist auf dem Wochenmarkt günstiger.",
-        "Krankenkassen belohnen jetzt Mitglieder, die zehntausend Schritte gehen.",
-    ],
+    "running": {
+        "en": [
+            "A morning run of thirty minutes is a great start to the day.",
+            "Cycling to work saves money and keeps you fit.",
+        ],
+        "de": [
+            "Ein Morgenlauf von dreißig Minuten ist ein toller Start in den Tag.",
+            "Mit dem Fahrrad zur Arbeit spart Geld und hält fit.",
+        ],
+    },
+    "gym": {
+        "en": [
+            "Our new yoga course helps you relax after work.",
+            "Drink enough water during your workout.",
+            "The gym offers a free trial week in January.",
+            "Try our protein pancakes after strength training.",
+            "Stretching before exercise makes you more flexible.",
+        ],
+        "de": [
+            "Unser neuer Yogakurs hilft Ihnen, nach der Arbeit zu entspannen.",
+            "Trinken Sie beim Training genug Wasser.",
+            "Das Fitnessstudio bietet im Januar eine kostenlose Probewoche an.",
+            "Probieren Sie unsere Protein-Pfannkuchen nach dem Krafttraining.",
+            "Dehnen vor dem Sport macht beweglicher.",
+        ],
+    },
+    "food": {
+        "en": [
+            "Whole grain bread keeps you full for longer.",
+            "Smoothies with spinach and banana are popular this summer.",
+            "Seasonal vegetables are cheaper at the weekly market.",
+        ],
+        "de": [
+            "Vollkornbrot macht länger satt.",
+            "Smoothies mit Spinat und Banane sind in diesem Sommer beliebt.",
+            "Saisonales Gemüse ist auf dem Wochenmarkt günstiger.",
+        ],
+    },
+    "rest": {
+        "en": [
+            "A good night's sleep improves your mood.",
+            "Meditation apps have millions of users.",
+            "Wellness hotels in the mountains are fully booked.",
+        ],
+        "de": [
+            "Guter Schlaf hebt die Stimmung.",
+            "Meditations-Apps haben Millionen von Nutzern.",
+            "Wellnesshotels in den Bergen sind ausgebucht.",
+        ],
+    },
+    "insurance": {
+        "en": [
+            "The health insurance company raised its contribution rate.",
+            "Health insurers now reward members who walk ten thousand steps.",
+        ],
+        "de": [
+            "Die Krankenkasse hat ihren Zusatzbeitrag erhöht.",
+            "Krankenkassen belohnen jetzt Mitglieder, die zehntausend Schritte gehen.",
+        ],
+    },
 }
 
 # A passing mention of a disease inside an ambiguous document: by the annotation rubric still not medical.
 PASSING_MENTION = {
-    "en": [
-        "People with {d} should ask their doctor before starting a new sport.",
-        "This recipe is not meant as a treatment for {d}.",
-        "Our coach says the course is also fine for people with {d}.",
-    ],
-    "de": [
-        "Wer an {d} leidet, sollte vor dem Training ärztlichen Rat einholen.",
-        "Dieses Rezept ist keine Behandlung von {d}.",
-        "Laut unserer Trainerin ist der Kurs auch für Menschen mit {d} geeignet.",
-    ],
+    "doctor": {
+        "en": ["People with {d} should ask their doctor before starting a new sport."],
+        "de": ["Wer an {d} leidet, sollte vor dem Training ärztlichen Rat einholen."],
+    },
+    "recipe": {
+        "en": ["This recipe is not meant as a treatment for {d}."],
+        "de": ["Dieses Rezept ist keine Behandlung von {d}."],
+    },
+    "coach": {
+        "en": ["Our coach says the course is also fine for people with {d}."],
+        "de": ["Laut unserer Trainerin ist der Kurs auch für Menschen mit {d} geeignet."],
+    },
 }
 
 BOILERPLATE = {
