@@ -464,6 +464,32 @@ def test_two_process_ddp_on_cpu(run_dir, tmp_path):
     assert (RunDir(run_dir).cpt.model / "model.safetensors").is_file()
 
 
+def test_notebook_with_two_processes_hands_training_to_accelerate(run_dir, tmp_path, monkeypatch):
+    """03_cpt run as a notebook (papermill) with ``num_processes: 2``: its train cell starts ``accelerate launch``
+    (DDP over gloo on a CPU), reads the processes' report back, and evaluates the model they saved."""
+    import papermill
+
+    values = dict(mode="lora", num_processes=2, **{**FAST, "batch_size": 2})
+    profile = tmp_path / "two.yaml"  # the launched processes read their parameters from the profile file
+    profile.write_text(json.dumps({"run": {"output_dir": str(run_dir), "device": "cpu"}, "steps": {"cpt": values}}))
+    for name, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "lib")}.items():
+        monkeypatch.setenv(name, value)
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_cpt.ipynb"), str(tmp_path / "03_cpt.ipynb"),
+                               parameters={**CptParams(**values).model_dump(mode="json"), "run_dir": str(run_dir),
+                                           "profile": str(profile)},
+                               kernel_name="python3", language="python", cwd=str(REPO / "notebooks"),
+                               progress_bar=False)
+    rd = RunDir(run_dir)
+    report = read_json(rd.cpt.training)
+    assert report["processes"] == 2 and report["training"]["global_step"] == 4
+    assert report["training"]["tokens_per_step"] == 2 * 2 * 32  # batch x processes x block: two processes trained
+    assert Path(report["model_dir"]) == rd.cpt.model and (rd.cpt.model / "model.safetensors").is_file()
+    metrics = read_json(rd.cpt.metrics)
+    assert set(metrics["after"]["probes"]) >= {"medical", "general", "chat"}  # the saved model was evaluated
+    before, after = _state(RunDir(run_dir).prepare.model), _state(rd.cpt.model)
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # and it is a trained model
+
+
 def _keys(tree, prefix=""):
     """Every key path of nested dicts (the shape of metrics.json, not its values)."""
     if not isinstance(tree, dict):
