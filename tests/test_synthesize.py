@@ -16,6 +16,7 @@ from medslm.synthesize import recipe
 from medslm.synthesize.faults import REJECTION_KINDS, split_sentences
 from medslm.synthesize.filters import LanguageFilter, dedup_verdicts
 from medslm.synthesize.grid import Example, build_grid, schema_outline
+from medslm.synthesize.output import split_documents
 from medslm.synthesize.tasks import TASK_NAMES, SchemaFileError, Task, load_schemas, make_tasks
 from medslm.synthesize.teachers import llm_answers, parse_json_reply
 from medslm.toyworld.clinical import generate_documents, load_clinical_templates
@@ -445,3 +446,19 @@ def test_funnel_figure_shows_every_filter(smoke, tmp_path):
     fig = plots.plot_synthesis_funnel(smoke["synth"].funnel)
     path = plots.save_figure(fig, tmp_path / "funnel.png")
     assert path.stat().st_size > 1000 and fig.axes[0].get_legend() is not None
+
+
+def test_the_split_never_holds_out_every_document_of_a_small_grid():
+    """Found by running laptop.yaml: one document per (type, language) put every document in the test split."""
+    singles = _docs(1)  # 10 types × 2 languages, one document each
+    held = split_documents(singles, 0.1, seed=0)
+    assert len(held) == 2 and held == split_documents(singles, 0.1, seed=0)  # ceil(0.1 × 20) of the pooled singles
+    pairs = _docs(2)
+    held = split_documents(pairs, 0.5, seed=0)
+    by_group = {}
+    for doc in pairs:
+        by_group.setdefault((doc.doc_type, doc.lang), []).append(doc.id in held)
+    assert all(flags.count(True) == 1 for flags in by_group.values())  # ceil(0.5 × 2) = 1, never the whole group
+    sixteen = _docs(16)
+    assert len(split_documents(sixteen, 0.1, seed=0)) == 20 * 2  # ceil(1.6) per group, as before
+    assert split_documents(sixteen, 0.0) == set() and len(split_documents(singles[:1], 0.5)) == 0

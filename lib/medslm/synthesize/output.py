@@ -24,16 +24,22 @@ SPLITS = ("train", "test")
 
 
 def split_documents(docs: list[ClinicalDocument], test_fraction: float, seed: int = 0) -> set[str]:
-    """Ids of held-out documents: ``ceil(test_fraction × n)`` of each (type, language), seeded."""
+    """Ids of held-out documents, seeded: ``ceil(test_fraction × n)`` of each (type, language) group, but never a
+    whole group; groups of one document are pooled and split the same way, so a small grid keeps a training split."""
+    if test_fraction <= 0:
+        return set()
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for doc in docs:
         groups[(doc.doc_type, doc.lang)].append(doc.id)
-    held = set()
-    for key in sorted(groups):
-        ids = sorted(groups[key])
-        random.Random(f"{seed}:split:{key}").shuffle(ids)
-        held.update(ids[: math.ceil(test_fraction * len(ids))] if test_fraction > 0 else [])
-    return held
+
+    def held_out_of(ids: list[str], salt: str) -> list[str]:
+        ids = sorted(ids)
+        random.Random(f"{seed}:split:{salt}").shuffle(ids)
+        return ids[: min(math.ceil(test_fraction * len(ids)), len(ids) - 1)]
+
+    held = {i for key in sorted(groups) if len(groups[key]) > 1 for i in held_out_of(groups[key], str(key))}
+    singles = [ids[0] for ids in groups.values() if len(ids) == 1]
+    return held | set(held_out_of(singles, "singles"))
 
 
 def sft_record(example: Example) -> dict[str, Any]:
