@@ -18,7 +18,7 @@ def _run(tmp_path, general=0.97, documents=1200):
 def test_table_from_metrics_and_written_between_the_markers(tmp_path):
     run = _run(tmp_path / "run")
     table = figure_table(run)
-    assert "| 00_prepare | tiny general model (688,768 parameters): general probes 0.97, chat probes 0.98" in table
+    assert "| 00_prepare | base model (688,768 parameters): general probes 0.97, chat probes 0.98" in table
     assert "on 1,200 documents" in table and "03_cpt" not in table  # steps without metrics are left out
     assert "on the 240 documents of held-out sentence families precision 0.52, recall 0.51, F1 0.51" in table
     readme = tmp_path / "README.md"
@@ -35,3 +35,10 @@ def test_compare_allows_small_drift_but_not_other_counts_or_rows(tmp_path):
     assert compare(table, figure_table(_run(tmp_path / "d", documents=1201)), tolerance=0.02)  # counts exact
     with pytest.raises(ValueError, match="no <!-- figures:start -->"):
         readme_block("no markers here")
+
+
+def test_a_missing_figure_reads_n_a():
+    """A filter's share of injected faults is None when none were injected (a small grid): the table says n/a."""
+    from medslm.figures import _format
+
+    assert _format(None, 2) == "n/a" and _format(0.5, 2) == "0.50" and _format(688768, 2) == "688,768"

@@ -29,7 +29,7 @@ class Figure:
 
 
 FIGURES = (
-    Figure("00_prepare", "tiny general model ({} parameters): general probes {}, chat probes {}, medical probes {} "
+    Figure("00_prepare", "base model ({} parameters): general probes {}, chat probes {}, medical probes {} "
            "(chance 0.25)", ("model.parameters", "probes.general", "probes.chat", "probes.medical")),
     Figure("01_annotate", "lexicon annotator against gold: precision {}, recall {}, F1 {} on {} documents; on the "
            "{} documents of held-out sentence families precision {}, recall {}, F1 {}",
@@ -74,7 +74,9 @@ def lookup(metrics: Any, path: str) -> Any:
 
 
 def _format(value: Any, digits: int) -> str:
-    if isinstance(value, bool) or value is None:
+    if value is None:  # e.g. a filter's share of injected faults when none were injected
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
         return f"{int(value):,}"
