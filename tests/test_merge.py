@@ -404,17 +404,25 @@ def test_sanity_check_flags_nan_repetition_and_an_echoed_prompt(pair, trained_pa
 
 
 def test_sanity_gate_wants_a_merge_close_to_its_parents(trained_pair, tmp_path):
-    parents = [mg.sanity_check(trained_pair[k])["text"] for k in ("instruct", "cpt")]
+    checks = [mg.sanity_check(trained_pair[k]) for k in ("instruct", "cpt")]
+    parents = [check["text"] for check in checks]
     good = mg.run_mergekit(mg.slerp_config(trained_pair["instruct"], trained_pair["cpt"], 0.5), tmp_path / "good")
     passed = mg.sanity_check(good, parent_answers=parents)
     assert passed["ok"] and len(passed["parent_nll"]) == 2, passed
+    # each parent's own log-loss on its answer moves that answer's bound halfway towards it from ln V
+    ln_v = math.log(weights(good)["model.embed_tokens.weight"].shape[0])
+    assert passed["nll_bound"] == pytest.approx([ln_v / 2, ln_v / 2], abs=1e-4)  # answers alone: bound ½ ln V
+    with_own = mg.sanity_check(good, parent_answers=[(c["text"], c["answer_nll"]) for c in checks])
+    assert with_own["ok"] and with_own["nll_bound"] == pytest.approx(
+        [round((c["answer_nll"] + ln_v) / 2, 4) for c in checks], abs=1e-4), with_own
     # a broken merge: every tensor's values shuffled (finite, same statistics, nothing learned kept)
     gen = torch.Generator().manual_seed(0)
     scrambled = variant(good, tmp_path / "scrambled", {
         name: x.flatten()[torch.randperm(x.numel(), generator=gen)].reshape(x.shape)
         for name, x in weights(good).items()})
     failed = mg.sanity_check(scrambled, parent_answers=parents)
-    assert failed["finite"] and not failed["ok"] and min(failed["parent_nll"]) > failed["nll_bound"], failed
+    assert failed["finite"] and not failed["ok"], failed
+    assert all(nll > bound for nll, bound in zip(failed["parent_nll"], failed["nll_bound"], strict=True)), failed
     assert any("far from its parents" in problem for problem in failed["problems"])
     # the measure against transformers' own loss (labels masked on the prompt)
     from medslm.merge.sanity import _prompt_ids, answer_nll
@@ -427,7 +435,6 @@ def test_sanity_gate_wants_a_merge_close_to_its_parents(trained_pair, tmp_path):
     with torch.no_grad():
         loss = float(model(input_ids=torch.cat([prompt, reply], dim=1), labels=labels).loss)
     assert answer_nll(model, tok, PROMPT, parents[0]) == pytest.approx(loss, rel=1e-5)
-    assert passed["nll_bound"] == pytest.approx(0.5 * math.log(len(tok)), abs=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------------------

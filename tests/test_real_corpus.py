@@ -99,10 +99,12 @@ def test_merge_selects_by_the_perplexity_rule(real_run):
     assert all(c["ppl_medical"] > 0 and c["ppl_general"] > 0 for c in scores.values())  # measured at each point
     reference, limit = selection["reference"]["scores"], selection["thresholds"]["ppl_general"]
     assert limit == pytest.approx(reference["ppl_general"] * selection["constraints"]["ppl_general"])
-    # the rule, recomputed here: general perplexity within the limit and below CPT's; then the lowest medical one
+    # the rule, recomputed here: among merges that passed the sanity check, general perplexity within the limit and
+    # below CPT's; then the lowest medical one
     merge = read_json(real_run.merge.metrics)
     cpt_general = next(row for row in merge["sweep"] if row["t"] == 1.0 and not row["merged"])["scores"]["ppl_general"]
-    qualified = [t for t, c in scores.items() if c["ppl_general"] <= limit and c["ppl_general"] < cpt_general]
+    qualified = [t for t, c in scores.items()
+                 if c["sanity_ok"] and c["ppl_general"] <= limit and c["ppl_general"] < cpt_general]
     assert qualified and sorted(selection["qualified"]) == sorted(qualified)
     best = min(qualified, key=lambda t: scores[t]["ppl_medical"])
     assert selection["selected"]["t"] == best

@@ -139,12 +139,13 @@ class MergeRecipe:
                 *((m.t, "merge", True, m.out) for m in self.plan)]
         points: list[SweepPoint] = []
         for t, label, merged, model_dir in tqdm(todo, desc=f"evaluate ({self.scored_by})", disable=not self.progress):
-            parents = [p.sanity.get("text", "") for p in points if not p.merged] if merged else []
+            parents = [(p.sanity.get("text", ""), p.sanity.get("answer_nll")) for p in points if not p.merged] \
+                if merged else []
             points.append(evaluate_point(
                 model_dir, evaluate_fn, t=t, label=label, merged=merged, device=self.device,
                 sanity_prompt=self.params.sanity_prompt, trust_remote_code=self.instruct.ref.trust_remote_code,
                 merge_seconds=self.timings.get("merge_s", {}).get(f"{t:g}", 0.0) if merged else 0.0,
-                parent_answers=[text for text in parents if text.strip()]))
+                parent_answers=[(text, own) for text, own in parents if text.strip()]))
             self.points = [points[0], *points[2:], points[1]] if len(points) > 1 else list(points)
             write_json(self.out.path / "points.json", [p.as_dict() for p in self.points])
         return self.points

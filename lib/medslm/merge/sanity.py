@@ -1,11 +1,12 @@
 """Cheap checks that a merge did not silently break a model: finite weights and a sensible greedy answer, close to
 its parents' answers.
 
-Closeness is the merged model's perplexity on the parents' greedy answers: a merge interpolates two models that
-answer the prompt, so it must predict at least one of their answers much better than chance. The bound, chosen
-from that principle before any merge was measured: perplexity at most √V on the closer parent's answer (V = the
-vocabulary size), i.e. at most half the log-loss of a uniform guess (ln V nats per token). A scrambled model sits
-near or above ln V.
+Closeness is the merged model's log-loss on the parents' greedy answers: a merge interpolates two models that
+answer the prompt, so it must predict at least one of their answers much better than chance. The bound for a
+parent's answer lies halfway between that parent's own log-loss on it and a uniform guess's (ln V nats per token,
+V = the vocabulary size): a merge must keep at least half of what one parent knows about its own answer. For a
+parent sure of its answer (own loss near 0) that is perplexity √V; a weakly trained parent, unsure of its own
+answer, cannot hold its merges to more than it knows itself. A scrambled model sits near or above ln V.
 """
 
 from __future__ import annotations
@@ -71,9 +72,10 @@ def answer_nll(model: Any, tokenizer: Any, prompt: str, answer: str, chat: bool 
     return float(F.cross_entropy(logits, reply[0].to(dev)))
 
 
-def closeness_bound(model: Any) -> float:
-    """Half the log-loss of a uniform guess over the model's vocabulary: ½ ln V nats per token (perplexity √V)."""
-    return 0.5 * math.log(model.get_output_embeddings().weight.shape[0])
+def closeness_bound(model: Any, parent_nll: float = 0.0) -> float:
+    """Halfway between a parent's own log-loss on its answer (``parent_nll``) and a uniform guess's over the model's
+    vocabulary: ½ (parent_nll + ln V) nats per token (perplexity √V for a parent sure of its answer)."""
+    return 0.5 * (parent_nll + math.log(model.get_output_embeddings().weight.shape[0]))
 
 
 def sanity_check(
@@ -84,15 +86,17 @@ def sanity_check(
     max_new_tokens: int = 12,
     device: str = "cpu",
     chat: bool = True,
-    parent_answers: Sequence[str] = (),
+    parent_answers: Sequence[str | tuple[str, float]] = (),
 ) -> dict[str, Any]:
     """Cheap checks of a merged model (a folder or a loaded model): every weight finite, and greedy generation
     from ``prompt`` (in the chat template when the tokenizer has one) is non-empty, not one token repeated and not
-    the prompt echoed; with ``parent_answers`` (the parents' greedy answers to the same prompt) also that the model
-    is close to its parents: its log-loss on the closer parent's answer is at most :func:`closeness_bound`.
+    the prompt echoed; with ``parent_answers`` (the parents' greedy answers to the same prompt, each alone or with
+    the parent's own log-loss on it, its ``answer_nll``) also that the model is close to its parents: its log-loss
+    on at least one parent's answer is within that answer's :func:`closeness_bound`.
 
-    Returns ``{"ok", "finite", "nonfinite", "text", "new_tokens", "distinct_tokens", "problems"}``, and with
-    ``parent_answers`` ``parent_nll`` (nats per token on each answer) and ``nll_bound``.
+    Returns ``{"ok", "finite", "nonfinite", "text", "answer_nll", "new_tokens", "distinct_tokens", "problems"}``
+    (``answer_nll``: the model's own log-loss on its greedy answer), and with ``parent_answers`` ``parent_nll``
+    (nats per token on each answer) and ``nll_bound`` (one per answer).
     """
     import torch
 
@@ -122,21 +126,25 @@ def sanity_check(
         special = set(getattr(tokenizer, "all_special_ids", []) or [])
         content = [i for i in new if i not in special]
         text = tokenizer.decode(new, skip_special_tokens=True)
-        report.update(text=text, new_tokens=len(new), distinct_tokens=len(set(content)))
+        report.update(text=text, answer_nll=answer_nll(model, tokenizer, prompt, text, chat), new_tokens=len(new),
+                      distinct_tokens=len(set(content)))
         if not text.strip():
             problems.append("greedy generation is empty (only special tokens or whitespace)")
         elif len(content) >= 4 and len(set(content)) == 1:
             problems.append(f"greedy generation repeats one token: {text[:40]!r}")
         elif echoes_prompt(text, prompt):
             problems.append(f"greedy generation only echoes the prompt: {text[:60]!r}")
-        nlls = [nll for answer in parent_answers if (nll := answer_nll(model, tokenizer, prompt, answer, chat))
-                is not None]
-        if nlls:
-            bound = closeness_bound(model)
-            report.update(parent_nll=[round(x, 4) for x in nlls], nll_bound=round(bound, 4))
-            if min(nlls) > bound:
-                problems.append(f"far from its parents: {min(nlls):.2f} nats per token on the closer parent's answer, "
-                                f"above the bound {bound:.2f} (half a uniform guess's, perplexity √V)")
+        pairs = [(a, 0.0) if isinstance(a, str) else (a[0], float(a[1] or 0.0)) for a in parent_answers]
+        measured = [(nll, closeness_bound(model, own)) for answer, own in pairs
+                    if (nll := answer_nll(model, tokenizer, prompt, answer, chat)) is not None]
+        if measured:
+            report.update(parent_nll=[round(nll, 4) for nll, _ in measured],
+                          nll_bound=[round(bound, 4) for _, bound in measured])
+            if all(nll > bound for nll, bound in measured):
+                nll, bound = min(measured, key=lambda m: m[0] - m[1])
+                problems.append(f"far from its parents: {nll:.2f} nats per token on the closer parent's answer, "
+                                f"above its bound {bound:.2f} (halfway from that parent's own log-loss to a uniform "
+                                f"guess's, ln V)")
     report["problems"] = problems
     report["ok"] = not problems
     return report

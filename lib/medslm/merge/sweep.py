@@ -121,9 +121,11 @@ def no_scores(model: Any, tokenizer: Any) -> dict[str, float]:
 def evaluate_point(model_dir: str | Path, evaluate_fn: Evaluator, *, t: float, label: str = "merge",
                    merged: bool = True, device: str = "cpu", sanity: bool = True,
                    sanity_prompt: str = "What is the capital of France?", merge_seconds: float = 0.0,
-                   trust_remote_code: bool = False, parent_answers: Sequence[str] = ()) -> SweepPoint:
+                   trust_remote_code: bool = False,
+                   parent_answers: Sequence[str | tuple[str, float]] = ()) -> SweepPoint:
     """Sanity-check and score one model folder (a merge or a parent); non-finite weights get no scores.
-    ``parent_answers``: the parents' greedy answers to ``sanity_prompt``, which a merge must stay close to."""
+    ``parent_answers``: the parents' greedy answers to ``sanity_prompt`` (with each parent's own log-loss on it),
+    which a merge must stay close to."""
     from medslm.models import load_model, load_tokenizer
 
     start = time.perf_counter()
