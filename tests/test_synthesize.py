@@ -4,6 +4,8 @@ faults (ground truth), preference pairs, splits by document, the openai teacher 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import pytest
 from jsonschema import Draft202012Validator, validate
@@ -56,6 +58,33 @@ def test_every_task_answer_validates_against_its_schema_in_both_languages():
     # negative control: the schemas reject an extra field and a missing one
     qa = Draft202012Validator(schemas["qa"])
     assert not qa.is_valid({"answer": "x", "note": "y"}) and not qa.is_valid({})
+
+
+def test_no_reference_answer_has_an_empty_slot():
+    """A document without a diagnosis (a nursing note about a drug) once gave "… Patienten mit , behandelt mit …"."""
+    kb = load_knowledge()
+    tasks = make_tasks(list(TASK_NAMES), kb)
+    examples = build_grid(_docs(20), tasks, ["text"], load_schemas(tasks))
+    empty_slot = re.compile(r"\s[,.;:]|\s{2}|\(\s*\)")
+    assert not [e.reference for e in examples if empty_slot.search(e.reference)]
+    summaries = [e for e in examples if e.task == "summary"]
+    assert any(not e.item.doc.entities(e.answer_lang)["diagnoses"] for e in summaries)  # the case is there
+
+def test_tasks_per_document_deals_each_cell_evenly_over_the_tasks():
+    kb = load_knowledge()
+    tasks = make_tasks(list(TASK_NAMES), kb)
+    docs = generate_documents(kb, ["discharge_letter", "lab_report"], ["de", "en"], 14, seed=0)
+    examples = build_grid(docs, tasks, ["text", "json"], load_schemas(tasks), tasks_per_document=2)
+    per_doc: dict[str, set[str]] = {}
+    for e in examples:
+        per_doc.setdefault(e.doc_id, set()).add(e.task)
+    assert len(per_doc) == len(docs) and all(len(names) == 2 for names in per_doc.values())
+    assert len(examples) == len(docs) * 2 * 2
+    cells = Counter((e.doc_type, e.prompt_lang, e.task) for e in examples if e.format == "text")
+    # 14 documents × 2 tasks over 7 tasks: each task 4 documents in each (type, language)
+    assert set(cells.values()) == {4} and len(cells) == 2 * 2 * len(TASK_NAMES)
+    # 0 (the default) keeps every task for every document
+    assert len(build_grid(docs, tasks, ["text"], load_schemas(tasks))) == len(docs) * len(TASK_NAMES)
 
 
 def test_json_prompts_carry_the_outline_or_the_full_schema():

@@ -36,7 +36,9 @@ class SynthesizeParams(StrictModel):
     formats: list[Literal["text", "json"]] = Field(default_factory=lambda: ["text", "json"], min_length=1,
                                                    description="Answer formats: text and/or json (validated against the task's schema).")
     examples_per_cell: int = Field(16, ge=1, le=100_000,
-                                   description="Documents per (type, language); each answers every task in every format.")
+                                   description="Documents per (type, language); each answers its tasks in every format.")
+    tasks_per_document: int = Field(0, ge=0, le=100,
+                                    description="Tasks each document answers, dealt evenly over the tasks (0 = every task). With more documents, the same number of teacher calls covers more distinct documents.")
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of documents held out (all their examples) as the test split.")
     json_prompt: Literal["outline", "schema"] = Field(
         "outline", description="What a JSON prompt shows: the object's outline ({\"drugs\": [\"…\"]}) or the full JSON Schema.")

@@ -1,7 +1,8 @@
 """The task × document type × language × format grid: one prompt per cell entry, with its exact reference answer.
 
-Every document answers every task in every format, so a cell (task, type, language, format) holds as many examples
-as there are documents of that type and language. Prompts come from ``prompts.yaml`` (one template per task and
+Every document answers every task in every format (or ``tasks_per_document`` of them, dealt evenly), so a cell
+(task, type, language, format) holds as many examples as there are documents of that type and language that answer
+the task. Prompts come from ``prompts.yaml`` (one template per task and
 language); a JSON prompt carries the task's schema, in full or as a compact outline of the object to write.
 """
 
@@ -100,12 +101,34 @@ def retry_message(lang: str, error: str) -> dict[str, str]:
     return {"role": "user", "content": prompt_templates()["retry"][lang].format(error=error)}
 
 
-def build_grid(docs: list[ClinicalDocument], tasks: dict[str, Task], formats: list[str],
-               schemas: dict[str, dict[str, Any]], seed: int = 0, json_prompt: str = "outline") -> list[Example]:
-    """Every (document, task, format) as an :class:`Example` with its prompt and exact reference answer."""
-    examples = []
+def document_tasks(docs: list[ClinicalDocument], task_names: list[str], per_document: int = 0,
+                   seed: int = 0) -> dict[str, list[str]]:
+    """The tasks each document answers: all of them (``per_document`` 0), or ``per_document`` of them, dealt in
+    turn from a seeded order of the tasks within each (type, language), so every task gets as many documents."""
+    if per_document <= 0 or per_document >= len(task_names):
+        return {doc.id: list(task_names) for doc in docs}
+    dealt: dict[str, list[str]] = {}
+    cells: dict[tuple[str, str], list[ClinicalDocument]] = {}
     for doc in docs:
-        for name, task in tasks.items():
+        cells.setdefault((doc.doc_type, doc.lang), []).append(doc)
+    for (doc_type, lang), cell in cells.items():
+        order = list(task_names)
+        random.Random(f"{seed}:tasks:{doc_type}:{lang}").shuffle(order)
+        for i, doc in enumerate(cell):
+            dealt[doc.id] = [order[(i * per_document + j) % len(order)] for j in range(per_document)]
+    return dealt
+
+
+def build_grid(docs: list[ClinicalDocument], tasks: dict[str, Task], formats: list[str],
+               schemas: dict[str, dict[str, Any]], seed: int = 0, json_prompt: str = "outline",
+               tasks_per_document: int = 0) -> list[Example]:
+    """Every (document, task, format) as an :class:`Example` with its prompt and exact reference answer; with
+    ``tasks_per_document`` > 0 each document answers that many tasks (see :func:`document_tasks`)."""
+    examples = []
+    dealt = document_tasks(docs, list(tasks), tasks_per_document, seed)
+    for doc in docs:
+        for name in dealt[doc.id]:
+            task = tasks[name]
             rng = random.Random(f"{seed}:choice:{doc.id}:{name}")
             item = Item(name, doc, task.choose(doc, rng))
             lang = task.answer_lang(item)

@@ -54,7 +54,8 @@ def setup(params: Any, seed: int = 0) -> Synthesis:
     tasks = make_tasks(list(params.tasks), kb, seed)
     schemas = load_schemas(tasks, dict(params.schema_files))
     docs = generate_documents(kb, list(params.doc_types), list(params.languages), params.examples_per_cell, seed)
-    examples = build_grid(docs, tasks, list(params.formats), schemas, seed, params.json_prompt)
+    examples = build_grid(docs, tasks, list(params.formats), schemas, seed, params.json_prompt,
+                          params.tasks_per_document)
     held_out = split_documents(docs, params.test_fraction, seed)
     return Synthesis(kb, docs, tasks, schemas, examples, held_out, seed, {"setup_s": time.perf_counter() - t0})
 

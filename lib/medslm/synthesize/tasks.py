@@ -188,7 +188,9 @@ class Summary(Task):
         spec = task_data()["summary"][lang]
         entities = item.doc.entities(lang)
         title = load_clinical_templates().titles[item.doc.doc_type][lang]
-        text = spec["lead"].format(title=title, diagnoses=spec["join"].join(entities["diagnoses"]))
+        text = spec["lead"].format(title=title)
+        if entities["diagnoses"]:
+            text += spec["diagnoses"].format(diagnoses=spec["join"].join(entities["diagnoses"]))
         if entities["drugs"]:
             text += spec["drugs"].format(drugs=spec["join"].join(entities["drugs"]))
         if entities["lab_tests"]:
