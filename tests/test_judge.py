@@ -49,11 +49,21 @@ def test_reference_judge_rules():
 
     right, wrong = "Metformin treats type 2 diabetes.", "Metformin treats headaches and many other things."
     assert verdict(wrong, right) == "B"  # the right fact beats length
-    german = "Metformin behandelt type 2 diabetes bei Erwachsenen."
-    assert verdict(german, right) == "B"  # same fact: the question's language wins
+    german = "Metformin behandelt type 2 diabetes."
+    assert verdict(german, right) == "B"  # equally correct: the question's language wins
     assert verdict(german, right, lang="de") == "A"
-    assert verdict(right + " It is taken with meals every day.", right) == "B"  # then the shorter answer
+    assert verdict(right + " It is taken with meals every day.", right) == "B"  # padding costs correctness
     assert verdict(right, right) == "tie"
+    # a truncated or empty answer does not win by being short (the first judge preferred the shorter answer)
+    assert verdict("Metformin treats type", right) == "B" and verdict("", right) == "B"
+    # … also when neither has the whole reference (answers seen in a smoke run; the first judge chose the truncated)
+    reference = "Referral letter about a patient with bipolar disorder and diabetes mellitus, treated with Lithium."
+    partly_right = "Referral letter about a patient with bipolar disorder and appendicitis, treated with Lithium."
+    assert verdict("Referral letter about a patient with .", partly_right, reference=reference) == "B"
+    # within the correctness tie, the answer closer to the reference's length wins
+    reference = "Metformin lowers blood sugar in type 2 diabetes"
+    close, long = "metformin lowers blood sugar in type 2 diabetes.", reference + " quickly"  # F1 1.00 and 0.94
+    assert verdict(long, close, reference=reference) == "B" and verdict(close, long, reference=reference) == "A"
 
 
 def test_bootstrap_interval_covers_true_rate():

@@ -155,21 +155,32 @@ def _language(text: str) -> str | None:
     return detect(text, ("de", "en"))
 
 
+CORRECTNESS_TIE = 0.1  # token-F1 differences below this do not decide; language, then length, do
+
+
 def reference_judge(messages: list[dict[str, str]]) -> str:
-    """Judge a :func:`judge_messages` prompt offline (toy world): the answer that contains the reference fact wins;
-    then the one in the question's language (the prompt's language); then the shorter; else ``tie``.
-    Use as ``FunctionBackend(reference_judge, name="reference-judge", model="toyworld")``."""
+    """Judge a :func:`judge_messages` prompt offline (toy world), criterion by criterion:
+
+    1. correctness: token F1 with the reference answer (the generative score), when the two differ by at least
+       ``CORRECTNESS_TIE`` — so a truncated or empty answer loses to a complete one, and padding costs precision;
+    2. the question's language (the prompt's language);
+    3. conciseness: the answer whose word count is closer to the reference's;
+    else ``tie``. Use as ``FunctionBackend(reference_judge, name="reference-judge", model="toyworld")``."""
+    from medslm.evaluate.generative import token_f1
+
     text = messages[-1]["content"]
     answers = dict(_ANSWER.findall(text))
     ref_match = _REFERENCE.search(text)
-    reference = ref_match.group(1).strip().lower() if ref_match else ""
+    reference = ref_match.group(1).strip() if ref_match else ""
     lang = "de" if text.startswith("Frage:") else "en"
-
-    def key(label: str) -> tuple[int, int, int]:
-        answer = answers.get(label, "")
-        has_fact = int(bool(reference) and reference in answer.lower())
-        right_language = int(_language(answer) == lang) if answer.strip() else 0
-        return has_fact, right_language, -len(answer)
-
-    a, b = key("A"), key("B")
-    return "A" if a > b else "B" if b > a else "tie"
+    a, b = answers.get("A", ""), answers.get("B", "")
+    if reference:
+        f1_a, f1_b = token_f1(a, reference), token_f1(b, reference)
+        if abs(f1_a - f1_b) >= CORRECTNESS_TIE:
+            return "A" if f1_a > f1_b else "B"
+    right_a, right_b = (bool(x.strip()) and _language(x) == lang for x in (a, b))
+    if right_a != right_b:
+        return "A" if right_a else "B"
+    words = len(reference.split())
+    gap_a, gap_b = abs(len(a.split()) - words), abs(len(b.split()) - words)
+    return "A" if gap_a < gap_b else "B" if gap_b < gap_a else "tie"
