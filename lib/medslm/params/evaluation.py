@@ -30,7 +30,7 @@ class EvaluateParams(StrictModel):
     num_fewshot: int = Field(0, ge=0, le=25, description="Solved examples before each question (lm-eval's k-shot; fixed seed).")
     chat_template: bool = Field(False, description="Render MCQ contexts with the model's chat template (lm-eval's apply_chat_template).")
     mcq_batch_size: int = Field(16, ge=1, description="Choices scored per forward pass.")
-    generative_limit: int = Field(60, ge=0, description="Held-out 05_synthesize test examples answered by each variant (0 = none).")
+    generative_limit: int = Field(240, ge=0, description="Held-out 05_synthesize test examples answered by each variant (0 = none).")
     max_new_tokens: int = Field(128, ge=1, le=8192, description="Tokens generated per held-out answer (the toy JSON answers take up to ~110).")
     gen_batch_size: int = Field(16, ge=1, description="Prompts per generate() batch.")
     judge: Literal["none", "reference", "openai", "transformers"] = Field(

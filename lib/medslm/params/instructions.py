@@ -176,7 +176,7 @@ class AlignParams(StrictModel):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory, slower).")
     max_length: int = Field(512, ge=16, le=131072, description="Tokens per example (prompt + answer); longer ones are truncated.")
     # --- SFT ---------------------------------------------------------------------------------------------------
-    sft_max_examples: int = Field(1200, ge=0, description="SFT: train on at most this many examples (a seeded sample; 0 = all).")
+    sft_max_examples: int = Field(2400, ge=0, description="SFT: train on at most this many examples (a seeded sample; 0 = all).")
     sft_epochs: float = Field(1.0, gt=0, le=100, description="SFT: passes over the instruction data.")
     sft_learning_rate: float = Field(2e-3, gt=0, lt=1, description="SFT: peak learning rate (AdamW, linear decay).")
     sft_batch_size: int = Field(8, ge=1, description="SFT: examples per device per step.")
@@ -190,7 +190,7 @@ class AlignParams(StrictModel):
     dpo_learning_rate: float = Field(5e-4, gt=0, lt=1, description="DPO: peak learning rate.")
     dpo_batch_size: int = Field(8, ge=1, description="DPO: pairs per device per step.")
     beta: float = Field(0.1, gt=0, le=10, description="DPO: strength of the KL penalty to the reference model.")
-    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid"], min_length=1, description="DPO loss(es), as trl's DPOConfig.loss_type (a list).")
+    loss_type: list[str] = Field(default_factory=lambda: ["sigmoid", "sft"], min_length=1, description="DPO loss(es), as trl's DPOConfig.loss_type (a list); sigmoid + sft (RPO) keeps the chosen answers' likelihood up.")
     precompute_ref_log_probs: bool = Field(False, description="DPO: compute the reference log-probs once before training (saves memory on one GPU).")
     # --- both ----------------------------------------------------------------------------------------------------
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
