@@ -12,7 +12,14 @@ import torch
 from medslm.evaluate import evaluate_probes
 from medslm.models import ModelRef, base_model_ref, resolve_model
 from medslm.params import PrepareParams
-from medslm.prepare import CorpusSourceError, iter_hub_documents, record_base_model, write_real_corpus
+from medslm.prepare import (
+    CorpusSourceError,
+    iter_hub_documents,
+    prepare_base_model,
+    record_base_model,
+    write_corpus,
+    write_real_corpus,
+)
 from medslm.rundir import JsonlError, RunDir, read_json, read_jsonl
 from medslm.toyworld import build
 
@@ -131,6 +138,37 @@ def test_record_base_model(tmp_path, tiny_model_dir):
     info = record_base_model(d, "Qwen/Qwen2.5-1.5B-Instruct", revision="main")
     assert read_json(d.base_model) == {"ref": "Qwen/Qwen2.5-1.5B-Instruct", "local": False, "revision": "main",
                                        "trust_remote_code": False}
+
+
+def test_prepare_base_model_trains_the_tiny_one_or_records_a_given_one(tmp_path, tiny_model_dir):
+    """00_prepare's two library calls: the toy world without a base model pretrains and saves the tiny Llama; with one
+    it records that model, reuses the tokenizer the corpus was written with, and loads weights only where probes
+    will score them; a real corpus without a base model is an error naming the field."""
+    d = RunDir(tmp_path / "toy").prepare
+    world, tok = write_corpus(PrepareParams(**SMALL), d, 0, "en")
+    assert d.corpus.exists() and d.probes.exists() and world is not None
+    base = prepare_base_model(PrepareParams(**SMALL), d, world, tok, "cpu")
+    assert base.ref == read_json(d.base_model) and base.ref["ref"] == "00_prepare/model"
+    assert (d.model / "model.safetensors").exists() and base.model is not None and base.tokenizer is tok
+    assert base.loss_curve and base.pretrain_s > 0
+
+    given = PrepareParams(**{**SMALL, "base_model": str(tiny_model_dir)})
+    d = RunDir(tmp_path / "given").prepare
+    world, tok = write_corpus(given, d, 0, "en")
+    assert len(tok) == 400  # the given model's tokenizer, not one trained on the world
+    base = prepare_base_model(given, d, world, tok, "cpu")
+    assert base.tokenizer is tok and base.model is not None and base.loss_curve is None
+    assert base.ref["ref"] == str(tiny_model_dir.resolve()) and not (d.model / "model.safetensors").exists()
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "Ein Text"}\n')
+    d = RunDir(tmp_path / "local").prepare
+    d.path.mkdir(parents=True)
+    assert write_corpus(local_params([docs], base_model=str(tiny_model_dir)), d, 0, "de") == (None, None)
+    base = prepare_base_model(local_params([docs], base_model=str(tiny_model_dir)), d, None, None, "cpu")
+    assert base.model is None and len(base.tokenizer) == 400  # no probes to score: no weights loaded
+    with pytest.raises(ValueError, match="prepare.base_model"):
+        prepare_base_model(local_params([docs]), d, None, None, "cpu")
 
 
 def test_resolve_model_one_rule(tmp_path, tiny_model_dir):

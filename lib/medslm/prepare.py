@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from medslm.models import is_local
+from medslm.models import is_local, load_model, load_tokenizer, save_model
 from medslm.rundir import PrepareDir, iter_jsonl_numbered, write_json, write_jsonl
 
 
@@ -193,3 +193,56 @@ def record_base_model(d: PrepareDir, ref: str | Path, revision: str | None = Non
     info = {"ref": str(ref), "local": local, "revision": revision, "trust_remote_code": trust_remote_code}
     write_json(d.base_model, info)
     return info
+
+
+def _hub_options(params: Any) -> dict[str, Any]:
+    """How ``params.base_model`` is loaded: its revision and whether its own code may run."""
+    return {"revision": params.revision, "trust_remote_code": params.trust_remote_code}
+
+
+def write_corpus(params: Any, out: PrepareDir, seed: int, language: str) -> tuple[Any | None, Any | None]:
+    """Write the run's corpus. The toy world generates it with its probes and held-out texts, written in the base
+    model's chat format (the toy tokenizer, trained here, or a real base model's own) and returns ``(world,
+    tokenizer)``; a real source reads or streams its documents and returns ``(None, None)``."""
+    if params.source != "toyworld":
+        write_real_corpus(params, out, language)
+        return None, None
+    from medslm.toyworld import build
+
+    world = build.make_world_data(params, seed)
+    tokenizer = (load_tokenizer(params.base_model, **_hub_options(params))
+                 if params.base_model else build.train_world_tokenizer(world, params.vocab_size))
+    build.write_world_files(out, world, tokenizer, params.max_probes_per_relation)
+    return world, tokenizer
+
+
+@dataclass
+class BaseModel:
+    """The instruct model later steps start from: its recorded reference (``base_model.json``), its tokenizer, and
+    the loaded model where the toy world's probes will score it (with the pretraining loss curve when trained here)."""
+
+    ref: dict[str, Any]
+    tokenizer: Any
+    model: Any | None = None
+    loss_curve: list[tuple[int, float]] | None = None
+    pretrain_s: float | None = None
+
+
+def prepare_base_model(params: Any, out: PrepareDir, world: Any | None, tokenizer: Any | None,
+                       device: str) -> BaseModel:
+    """Pretrain and save the tiny Llama (toy world without ``base_model``), or record ``params.base_model`` and load
+    its tokenizer (unless ``write_corpus`` loaded it), plus its weights when the toy world's probes are to score it
+    (other corpora have no probes)."""
+    if params.source == "toyworld" and not params.base_model:
+        from medslm.toyworld import build
+        from medslm.training import loss_curve
+
+        model, history, seconds = build.pretrain_tiny_model(params, world, tokenizer, device=device)
+        save_model(model, tokenizer, out.model)
+        return BaseModel(record_base_model(out, out.model), tokenizer, model, loss_curve(history), seconds)
+    if not params.base_model:
+        raise ValueError("a real profile needs prepare.base_model (a hub id or a local folder)")
+    ref = record_base_model(out, params.base_model, params.revision, params.trust_remote_code)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(params.base_model, **_hub_options(params))
+    model = load_model(params.base_model, device=device, **_hub_options(params)) if params.source == "toyworld" else None
+    return BaseModel(ref, tokenizer, model)
