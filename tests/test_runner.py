@@ -138,3 +138,55 @@ def test_the_terminal_shows_only_the_step_lines(setup, capfd, monkeypatch):
     monkeypatch.setattr(medslm.runner, "kernel_config", Config)
     run_profile(profile, notebooks_dir=nbs, log=print, force=True)
     assert "without encryption" in capfd.readouterr().err
+
+
+KERNEL_REPORT = """\
+import json, os
+from pathlib import Path
+import torch
+out = Path(run_dir) / "00_prepare"
+out.mkdir(parents=True, exist_ok=True)
+names = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+(out / "corpus.jsonl").write_text(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(),
+                                              **{name: os.environ.get(name) for name in names}}) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("cpu_kernels", ["avx2", "native"])
+def test_kernels_run_on_the_pinned_cpu_kernels(tmp_path, monkeypatch, cpu_kernels):
+    """run.cpu_kernels avx2 (the default) starts the notebooks' kernels on PyTorch's, MKL's and oneDNN's AVX2 paths,
+    so a CPU run's figures do not depend on whether the CPU has AVX-512; native leaves the widest; the runner's own
+    environment is restored afterwards."""
+    import json
+
+    import torch
+
+    from medslm.cpu_kernels import AVX2_KERNELS
+
+    for name in AVX2_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    nbs = tmp_path / "notebooks"
+    make_notebook(nbs, KERNEL_REPORT)
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"run: {{name: t, output_dir: {tmp_path / 'run'}, cpu_kernels: {cpu_kernels}}}\n"
+                       "steps:\n  prepare: {}\n")
+    run_dir = run_profile(profile, notebooks_dir=nbs, log=lambda s: None)
+    seen = json.loads((run_dir / "00_prepare" / "corpus.jsonl").read_text())
+    native = torch.backends.cpu.get_cpu_capability()
+    if cpu_kernels == "avx2" and native in ("AVX2", "AVX512"):
+        assert seen == {"capability": "AVX2", **AVX2_KERNELS}
+    else:
+        assert seen == {"capability": native, **{name: None for name in AVX2_KERNELS}}
+    assert not any(name in os.environ for name in AVX2_KERNELS)
+
+
+def test_cpu_kernel_variables_keep_what_the_user_set_and_need_avx2():
+    from medslm.cpu_kernels import AVX2_KERNELS, kernel_variables
+
+    assert kernel_variables("avx2", environ={}, has_avx2=True) == AVX2_KERNELS
+    assert kernel_variables("avx2", environ={"MKL_CBWR": "COMPATIBLE"}, has_avx2=True) == {
+        "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert kernel_variables("avx2", environ={}, has_avx2=False) == {}  # an older CPU would fault on AVX2 code
+    assert kernel_variables("native", environ={}, has_avx2=True) == {}
+    with pytest.raises(ValueError, match="run.cpu_kernels is 'avx512'; allowed: 'avx2', 'native'"):
+        kernel_variables("avx512", environ={}, has_avx2=True)

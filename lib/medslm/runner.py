@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medslm.cpu_kernels import kernel_variables
 from medslm.params import STEP_DIRS, Profile, ProfileError, load_profile
 from medslm.plan import StepPlan, UpstreamNotReady, plan_step
 from medslm.progress import follow
@@ -140,6 +141,8 @@ def run_profile(
     Raises ProfileError (bad profile), RunDirError (output_dir is someone else's folder or in use), UpstreamNotReady,
     StepFailed or RunInterrupted. ``force`` runs unchanged steps too and writes into a non-empty folder that is not
     a run."""
+    from accelerate.utils import patch_environment
+
     profile, notebooks_dir = load_profile(profile_path), Path(notebooks_dir)
     names = select_steps(profile, steps, from_step)
     for name in names:
@@ -156,15 +159,16 @@ def run_profile(
                          packages=package_versions())
         verified: set[str] = set()
         command = f"medslm run {profile_path}"
-        for i, name in enumerate(names, start=1):
-            notebook = notebook_path(name, notebooks_dir)
-            plan = plan_step(run, profile, name, notebook, verified, force=force, command=command)
-            prefix = f"[{i}/{len(names)}] {name}"
-            if plan.reason is None:
-                log(f"{prefix}: unchanged, skipped (use --force to run it again)")
-                continue
-            execute_step(run, profile, plan, notebook, notebooks_dir, prefix, log, execution_timeout)
-            verified.add(name)
+        with patch_environment(**kernel_variables(profile.run.cpu_kernels)):  # the kernels inherit these
+            for i, name in enumerate(names, start=1):
+                notebook = notebook_path(name, notebooks_dir)
+                plan = plan_step(run, profile, name, notebook, verified, force=force, command=command)
+                prefix = f"[{i}/{len(names)}] {name}"
+                if plan.reason is None:
+                    log(f"{prefix}: unchanged, skipped (use --force to run it again)")
+                    continue
+                execute_step(run, profile, plan, notebook, notebooks_dir, prefix, log, execution_timeout)
+                verified.add(name)
         write_report(run.path)  # <run>/report.html: one page for every step done so far
     return run.path
 

@@ -160,6 +160,9 @@ class RunParams(StrictModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for every random choice of the run (0 … 2**32 - 1).")
     language: Language = Field("de", description="Language of the target clinical model: de or en.")
     device: Device = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda.")
+    cpu_kernels: Literal["avx2", "native"] = Field(
+        "avx2", description="PyTorch/MKL/oneDNN CPU kernels in the notebooks medslm run starts: avx2 gives the same "
+                            "figures on any x86-64 CPU with AVX2 or AVX-512; native lets them pick the widest.")
 
 
 
