@@ -52,7 +52,7 @@ FIGURES = (
            "injected near-duplicates", ("counts.sft.train", "counts.dpo.train", "faults.wrong_language.removed_by_filter",
                                         "faults.mixed_language.removed_by_filter", "faults.clean.removed_by_language",
                                         "faults.near_duplicate.removed_by_filter")),
-    # 06/07 are read from 60 generated answers per model: one answer moves a share by 0.017, so reruns get 0.05
+    # 06 is read from 60 generated answers per model (one moves a share by 0.017), 07 from 240: reruns get 0.05
     Figure("06_align", "held-out task score {} → {} (SFT) → {} (DPO); JSON validity {} after SFT; held-out "
            "preference accuracy {}; medical probes {} → {} (DPO)",
            ("checks.start.task_score", "checks.sft.task_score", "checks.dpo.task_score", "checks.sft.json_validity",
