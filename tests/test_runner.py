@@ -81,6 +81,32 @@ def test_unchanged_step_is_skipped_and_changes_rerun(setup):
     assert "done in" in lines[-1]
 
 
+def test_an_edited_library_reruns_the_steps(setup, tmp_path, monkeypatch):
+    """The notebooks are thin: an edited medslm function changes what a step computes, so it must not be skipped."""
+    import shutil
+
+    import medslm
+    from medslm import plan
+
+    package = tmp_path / "medslm-copy"
+    shutil.copytree(Path(medslm.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = plan.library_digest(package)
+    assert before == plan.library_digest(Path(medslm.__file__).parent)
+    (package / "__pycache__").mkdir(exist_ok=True)
+    (package / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"x")  # compiled files are not the source
+    assert plan.library_digest.__wrapped__(package) == before
+    with (package / "stats.py").open("a") as f:
+        f.write("# edited\n")
+    assert plan.library_digest.__wrapped__(package) != before
+
+    root, nbs, profile = setup
+    run_profile(profile, notebooks_dir=nbs, log=lambda s: None)
+    monkeypatch.setattr(plan, "library_digest", lambda: "an edited library")
+    lines = []
+    run_profile(profile, notebooks_dir=nbs, log=lines.append)
+    assert "changed since its last run: medslm library" in lines[0] and "done in" in lines[-1]
+
+
 def test_failure_names_notebook_cell_and_executed_copy(setup):
     root, nbs, profile = setup
     make_notebook(nbs, "raise ValueError('bad corpus record at line 3')")

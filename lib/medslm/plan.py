@@ -1,7 +1,7 @@
 """Whether a step must run again, decided from the files it reads and writes (not from what the manifest says).
 
-A step's *fingerprint* hashes what it depends on: the run parameters (not its name or folder), its own parameters, its notebook, the files
-it reads outside the run folder (local corpora, gold files, local model folders) and the recorded artifacts of the
+A step's *fingerprint* hashes what it depends on: the run parameters (not its name or folder), its own parameters, its notebook, the
+medslm library the notebook calls (its source and data files, wherever it is installed), the files it reads outside the run folder (local corpora, gold files, local model folders) and the recorded artifacts of the
 steps before it. A step is skipped only when its manifest entry is ``done`` with the same fingerprint and its
 folder still holds exactly the recorded files. Files are compared by size and mtime first and hashed (sha256)
 only when those changed, so a check over a large model folder costs a few ``stat`` calls.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from medslm.rundir import FileChange, RunDir, sha256_file, visible_files
 
 # Run fields that do not change what a step writes: a copied or renamed run folder is reused, not run again.
 RUN_FIELDS_WITHOUT_EFFECT = {"name", "output_dir"}
+PACKAGE_DIR = Path(__file__).resolve().parent  # the installed medslm package
 
 
 class UpstreamNotReady(RuntimeError):
@@ -110,6 +112,15 @@ def describe_changes(changes: list[FileChange], shown: int = 3) -> str:
     return text + (f" and {len(changes) - shown} more" if len(changes) > shown else "")
 
 
+@cache
+def library_digest(package: Path = PACKAGE_DIR) -> str:
+    """A hash of the medslm package's own files (code, templates, toy-world data) where it is installed, read once
+    per process: an edited library function changes what every notebook computes, so the steps run again, as they do
+    after an edited notebook."""
+    files = [p for p in visible_files(package) if "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return _short([(p.relative_to(package).as_posix(), sha256_file(p)) for p in files])
+
+
 def plan_step(run: RunDir, profile: Profile, step: str, notebook: Path, verified: set[str], force: bool = False,
               command: str = "medslm run") -> StepPlan:
     """Decide whether ``step`` runs, and why (see the module docstring). Adds ``step`` to ``verified`` when it is
@@ -119,7 +130,7 @@ def plan_step(run: RunDir, profile: Profile, step: str, notebook: Path, verified
     inputs = input_records(external_inputs(profile, step), entry.get("inputs", []))
     parts = {"run": _short(profile.run.model_dump(mode="json", exclude=RUN_FIELDS_WITHOUT_EFFECT)),
              "params": profile.steps[step].params_hash(),
-             "notebook": sha256_file(notebook), "inputs": _short([(i["path"], i["sha256"]) for i in inputs]),
+             "notebook": sha256_file(notebook), "library": library_digest(), "inputs": _short([(i["path"], i["sha256"]) for i in inputs]),
              "upstream": upstream}
     fingerprint = _short(parts)
     plan = StepPlan(step, fingerprint, parts, inputs, upstream)
@@ -142,7 +153,8 @@ def plan_step(run: RunDir, profile: Profile, step: str, notebook: Path, verified
 
 
 def _changed_parts(old: dict[str, Any], new: dict[str, Any]) -> str:
-    names = {"run": "run parameters", "params": "step parameters", "notebook": "notebook", "inputs": "input files"}
+    names = {"run": "run parameters", "params": "step parameters", "notebook": "notebook",
+             "library": "medslm library", "inputs": "input files"}
     changed = [label for key, label in names.items() if old.get(key) != new.get(key)]
     old_up, new_up = old.get("upstream", {}), new.get("upstream", {})
     moved = [s for s in new_up if old_up.get(s) != new_up[s]]
