@@ -111,6 +111,22 @@ def test_all_problems_reported_at_once(tmp_path):
     assert len(problems) == 6
 
 
+@pytest.mark.parametrize("section, missing", [
+    ("{source: local}", ["local_files (JSONL or Parquet paths)", "base_model"]),
+    ("{source: hub, base_model: org/model}", ["hub_dataset"]),
+    ("{source: local, local_files: [c.jsonl]}", ["base_model"]),
+])
+def test_a_real_corpus_without_its_documents_or_base_model_fails_at_load(tmp_path, section, missing):
+    """Before, a local corpus without base_model was read (or a hub one streamed) and only then failed in 00's cell."""
+    path = write(tmp_path, f"steps:\n  prepare: {section}\n")
+    with pytest.raises(ProfileError) as exc:
+        load_profile(path)
+    [problem] = exc.value.problems
+    assert problem.startswith(f"{path}: step prepare: source: ") and "(section)" not in problem
+    assert all(f"needs {name}" in problem for name in missing) and problem.count("needs") == len(missing)
+    assert PrepareParams(source="hub", hub_dataset="d", base_model="m").base_model == "m"
+
+
 def test_yaml_syntax_error_names_line(tmp_path):
     path = write(tmp_path, "run:\n  name: x\nsteps: [unclosed\n")
     with pytest.raises(ProfileError, match=r"profile.yaml:\d+"):
@@ -191,7 +207,7 @@ def test_a_pasted_api_key_is_not_echoed(tmp_path):
     ("steps:\n  prepare: {chat_examples: true}\n", "True is not a number"),
     ("steps:\n  prepare: {base_model: ./no/such/model}\n", "neither an existing folder"),
     ("steps:\n  prepare: {base_model: 'not a hub id!'}\n", "nor a hub id"),
-    ("steps:\n  prepare: {source: local, local_files: [data/corpus.jsonl]}\n", "no such file"),
+    ("steps:\n  prepare: {source: local, local_files: [data/corpus.jsonl], base_model: org/model}\n", "no such file"),
     ("steps:\n  classify: {gold_file: data/gold.jsonl}\n", "no such file"),
     ("steps:\n  prepare: {}\n  prepare: {seed: 1}\n", "appears twice (lines 2 and 3)"),
 ])

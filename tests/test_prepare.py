@@ -67,6 +67,7 @@ def test_pretraining_data_has_no_medical_documents():
 
 
 def local_params(files, **kw):
+    kw.setdefault("base_model", "an-org/an-instruct-model")  # a real corpus needs one; reading it does not load it
     return PrepareParams(source="local", local_files=[str(f) for f in files], max_documents=10, **kw)
 
 
@@ -116,7 +117,7 @@ def test_local_errors_name_file_and_line(tmp_path):
 
 def test_local_files_must_have_known_suffixes():
     with pytest.raises(ValueError, match="not a .jsonl"):
-        PrepareParams(source="local", local_files=["corpus.csv"])
+        PrepareParams(source="local", local_files=["corpus.csv"], base_model="m")
 
 
 def test_hub_unreachable_is_a_clear_error(monkeypatch):
@@ -167,8 +168,8 @@ def test_prepare_base_model_trains_the_tiny_one_or_records_a_given_one(tmp_path,
     assert write_corpus(local_params([docs], base_model=str(tiny_model_dir)), d, 0, "de") == (None, None)
     base = prepare_base_model(local_params([docs], base_model=str(tiny_model_dir)), d, None, None, "cpu")
     assert base.model is None and len(base.tokenizer) == 400  # no probes to score: no weights loaded
-    with pytest.raises(ValueError, match="prepare.base_model"):
-        prepare_base_model(local_params([docs]), d, None, None, "cpu")
+    with pytest.raises(ValueError, match="source: local needs base_model"):  # refused before anything is read
+        local_params([docs], base_model=None)
 
 
 def test_resolve_model_one_rule(tmp_path, tiny_model_dir):

@@ -442,7 +442,7 @@ def test_records_without_usable_text_are_counted_and_reported(tmp_path, capsys):
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = RunDir(tmp_path / "run").prepare
     out.path.mkdir(parents=True)
-    params = PrepareParams(source="local", local_files=[str(corpus)])
+    params = PrepareParams(source="local", local_files=[str(corpus)], base_model="an-org/an-instruct-model")
     assert write_real_corpus(params, out, "en") == 20
     printed = capsys.readouterr().out
     assert ("skipped 5 record(s) whose 'text' is not a usable text (2 empty, 1 null, 1 not a string: int, "

@@ -151,13 +151,9 @@ def write_real_corpus(params: Any, out: PrepareDir, language: str) -> int:
     documents written at the end (a corpus smaller than ``max_documents`` does not end at ``3991/10000``)."""
     total: int | None = params.max_documents
     if params.source == "hub":
-        if not params.hub_dataset:
-            raise CorpusSourceError("source: hub needs hub_dataset (e.g. HuggingFaceFW/fineweb-2)")
         records = iter_hub_documents(params.hub_dataset, params.hub_config, params.hub_split)
         prefix = params.hub_dataset.split("/")[-1]
     elif params.source == "local":
-        if not params.local_files:
-            raise CorpusSourceError("source: local needs local_files (JSONL or Parquet paths)")
         records = iter_local_records(params.local_files, params.text_field)
         prefix = "local"
         if all(Path(f).is_file() for f in params.local_files):  # a missing file fails below, naming it
@@ -240,8 +236,6 @@ def prepare_base_model(params: Any, out: PrepareDir, world: Any | None, tokenize
         model, history, seconds = build.pretrain_tiny_model(params, world, tokenizer, device=device)
         save_model(model, tokenizer, out.model)
         return BaseModel(record_base_model(out, out.model), tokenizer, model, loss_curve(history), seconds)
-    if not params.base_model:
-        raise ValueError("a real profile needs prepare.base_model (a hub id or a local folder)")
     ref = record_base_model(out, params.base_model, params.revision, params.trust_remote_code)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(params.base_model, **_hub_options(params))
     model = load_model(params.base_model, device=device, **_hub_options(params)) if params.source == "toyworld" else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from medslm.params.base import (
     Language,
@@ -78,6 +78,22 @@ class PrepareParams(StrictModel):
             if not f.endswith((".jsonl", ".json", ".parquet", ".jsonl.gz")):
                 raise ValueError(f"{f!r} is not a .jsonl, .jsonl.gz, .json or .parquet file")
         return files
+
+    @model_validator(mode="after")
+    def _real_source_is_complete(self) -> PrepareParams:
+        """A hub or local corpus names its documents and the base model (only the toy world brings its own model),
+        so a profile missing either fails when it is loaded, not after the corpus has been streamed."""
+        needs = {"hub": ("hub_dataset", "a hub dataset id, e.g. HuggingFaceFW/fineweb-2"),
+                 "local": ("local_files", "JSONL or Parquet paths")}
+        problems = []
+        if self.source in needs and not getattr(self, needs[self.source][0]):
+            problems.append(f"source: {self.source} needs {needs[self.source][0]} ({needs[self.source][1]})")
+        if self.source != "toyworld" and not self.base_model:
+            problems.append(f"source: {self.source} needs base_model (a hub id or a local folder of the instruct model "
+                            "to adapt); only the toy world has a model of its own")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 

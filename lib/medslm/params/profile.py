@@ -136,6 +136,8 @@ def _describe(errors: list[dict[str, Any]], where: str, model: type[BaseModel]) 
             )
         elif err["type"] == "missing":
             problems.append(f"{where}: field {loc!r} is required")
+        elif not err["loc"]:  # a rule across fields: its message names them
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
         else:
             problems.append(
                 f"{where}: field {loc!r} has bad value {value!r}: {_allowed(err, model.model_fields.get(name))}"
