@@ -177,7 +177,7 @@ def test_readme_figures_are_this_runs(smoke):
     """The README's figure table is generated from a smoke run (medslm figures); this run must reproduce it within
     each figure's stated tolerance (0.02 for 00–05: training on a CPU varies by ~0.01; 0.05 for 06–07, read from 60
     and 240 generated answers; counts exactly). The run's kernels are on the AVX2 paths (run.cpu_kernels, the
-    default), so the table holds on x86-64 CPUs with and without AVX-512."""
+    default), so the table holds on CPUs with and without AVX-512 (measured on two AMD EPYC kinds)."""
     from medslm.figures import compare, figure_table, readme_block
 
     readme = readme_block((REPO / "README.md").read_text(encoding="utf-8"))

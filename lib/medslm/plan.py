@@ -1,7 +1,8 @@
 """Whether a step must run again, decided from the files it reads and writes (not from what the manifest says).
 
-A step's *fingerprint* hashes what it depends on: the run parameters (not its name or folder), its own parameters, its notebook, the
-medslm library the notebook calls (its source and data files, wherever it is installed), the files it reads outside the run folder (local corpora, gold files, local model folders) and the recorded artifacts of the
+A step's *fingerprint* hashes what it depends on: the run parameters (not its name or folder), its own parameters,
+its notebook, the medslm library the notebook calls (its source and data files, wherever it is installed), the files
+it reads outside the run folder (local corpora, gold files, local model folders) and the recorded artifacts of the
 steps before it. A step is skipped only when its manifest entry is ``done`` with the same fingerprint and its
 folder still holds exactly the recorded files. Files are compared by size and mtime first and hashed (sha256)
 only when those changed, so a check over a large model folder costs a few ``stat`` calls.

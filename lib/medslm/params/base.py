@@ -161,8 +161,8 @@ class RunParams(StrictModel):
     language: Language = Field("de", description="Language of the target clinical model: de or en.")
     device: Device = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda.")
     cpu_kernels: Literal["avx2", "native"] = Field(
-        "avx2", description="PyTorch/MKL/oneDNN CPU kernels in the notebooks medslm run starts: avx2 gives the same "
-                            "figures on any x86-64 CPU with AVX2 or AVX-512; native lets them pick the widest.")
+        "avx2", description="PyTorch/MKL/oneDNN CPU kernels in the notebooks medslm run starts: avx2 pins their AVX2 "
+                            "paths, so CPUs with and without AVX-512 give the same figures; native lets them pick the widest.")
 
 
 
