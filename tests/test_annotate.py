@@ -1,4 +1,4 @@
-"""annotate.py: prompts, strict parsing, the lexicon annotator, corpus reading and sampling, kill/resume, metrics."""
+"""medslm.annotate: prompts, strict parsing, the lexicon annotator, corpus reading and sampling, kill/resume, metrics."""
 
 from __future__ import annotations
 
