@@ -1,4 +1,4 @@
-"""classify.py: split and label checks, the TF-IDF classifier (fast scorer == scikit-learn), thresholds, corpus
+"""medslm.classify: split and label checks, the TF-IDF classifier (fast scorer == scikit-learn), thresholds, corpus
 scoring, the datatrove path (2 tasks give the same kept set), the encoder backend, figures, and the smoke acceptance."""
 
 from __future__ import annotations
