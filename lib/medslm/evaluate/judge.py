@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from medslm.evaluate.generative import token_f1
 from medslm.evaluate.intervals import bootstrap_interval
 
 PROMPTS = {
@@ -166,8 +167,6 @@ def reference_judge(messages: list[dict[str, str]]) -> str:
     2. the question's language (the prompt's language);
     3. conciseness: the answer whose word count is closer to the reference's;
     else ``tie``. Use as ``FunctionBackend(reference_judge, name="reference-judge", model="toyworld")``."""
-    from medslm.evaluate.generative import token_f1
-
     text = messages[-1]["content"]
     answers = dict(_ANSWER.findall(text))
     ref_match = _REFERENCE.search(text)
