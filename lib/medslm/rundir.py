@@ -1,4 +1,5 @@
-"""The run-directory contract: where each step's artifacts live, the manifest and the run lock (file I/O: :mod:`medslm.fileio`).
+"""The run-directory contract: where each step's artifacts live and the manifest (file I/O: :mod:`medslm.fileio`;
+file records: :mod:`medslm.filerecords`; the run lock: :mod:`medslm.runlock`; their names are importable from here).
 
 Layout of a run directory::
 
@@ -10,15 +11,11 @@ Layout of a run directory::
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 from medslm.fileio import (  # re-exported (see __all__): the run-directory contract reads and writes through these
     PACKAGES,
@@ -35,7 +32,21 @@ from medslm.fileio import (  # re-exported (see __all__): the run-directory cont
     write_jsonl,
     write_text,
 )
+from medslm.filerecords import (  # re-exported (see __all__)
+    FileChange,
+    file_record,
+    verify_files,
+    visible_files,
+)
 from medslm.params import STEP_DIRS
+from medslm.runlock import (  # re-exported
+    LOCK_FILES,
+    NotARunDir,
+    RunDirBusy,
+    RunDirError,
+    describe_holder,
+    hold_lock,
+)
 
 __all__ = [
     "AlignDir",
@@ -70,59 +81,6 @@ __all__ = [
     "write_jsonl",
     "write_text",
 ]
-
-
-# --------------------------------------------------------------------------------------------------------------
-# File records: what a step wrote or read, verified cheaply (size + mtime, sha256 only when those changed)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def file_record(path: Path, root: Path) -> dict[str, Any]:
-    """``{path (relative to root), bytes, mtime_ns, sha256}`` of a file."""
-    stat = path.stat()
-    return {"path": str(path.relative_to(root)), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "sha256": sha256_file(path)}
-
-
-def visible_files(folder: Path) -> list[Path]:
-    """Files under ``folder``, sorted, without hidden files or files inside hidden folders (locks, temp files)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """A recorded file that is missing or differs on disk, or a file that appeared since."""
-
-    path: str
-    what: str  # missing | changed | new
-
-    def __str__(self) -> str:
-        return {"missing": f"{self.path} was deleted", "changed": f"{self.path} changed (sha256 differs)",
-                "new": f"{self.path} appeared"}[self.what]
-
-
-def verify_files(root: Path, records: Iterable[dict[str, Any]], folder: Path | None = None) -> list[FileChange]:
-    """The recorded files (paths relative to ``root``) that are missing or whose bytes changed, and, with
-    ``folder``, the visible files there that no record names. A file with its recorded size and mtime is taken as
-    unchanged without reading it (fast on large models); otherwise its sha256 decides."""
-    changes, seen = [], set()
-    for rec in records:
-        path = root / rec["path"]
-        seen.add(path)
-        if not path.is_file():
-            changes.append(FileChange(rec["path"], "missing"))
-            continue
-        stat = path.stat()
-        if stat.st_size != rec["bytes"]:
-            changes.append(FileChange(rec["path"], "changed"))
-        elif rec.get("mtime_ns") != stat.st_mtime_ns and sha256_file(path) != rec["sha256"]:
-            changes.append(FileChange(rec["path"], "changed"))
-    if folder is not None:
-        changes += [FileChange(str(p.relative_to(root)), "new") for p in visible_files(folder) if p not in seen]
-    return changes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -450,59 +408,10 @@ class RunDir:
                              f"holds {shown}); a run would overwrite files there. Choose an empty or new folder, or "
                              "pass --force to write into it anyway")
 
-    @contextlib.contextmanager
-    def lock(self, **info: Any) -> Iterator[dict[str, Any] | None]:
-        """Hold the run folder's lock while the block runs; yields the holder info of a previous run that died
-        without releasing it (taken over: the OS frees the lock of a dead process), else None.
-
-        A second run raises :class:`RunDirBusy` naming the holder's pid, host and start time."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        holder_file = self.path / LOCK_FILES[1]
-        flock = FileLock(self.path / LOCK_FILES[0], thread_local=False)
-        try:
-            flock.acquire(timeout=0)
-        except Timeout:
-            raise RunDirBusy(f"run folder {self.path} is in use by another medslm run ({describe_holder(holder_file)});"
-                             " wait for it to finish, or stop it first") from None
-        try:
-            stale = _read_holder(holder_file)
-            write_json(holder_file, {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(), **info})
-            yield stale
-        finally:
-            holder_file.unlink(missing_ok=True)
-            flock.release()
-
-
-class RunDirError(RuntimeError):
-    """The run folder cannot be used (not a run, or in use)."""
-
-
-class NotARunDir(RunDirError):
-    """output_dir is a non-empty folder that is not a medslm run."""
-
-
-class RunDirBusy(RunDirError):
-    """Another process holds the run folder's lock."""
-
-
-LOCK_FILES = (".medslm.lock", ".medslm-lock.json", ".manifest.lock")
-
-
-def _read_holder(path: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        return info if isinstance(info, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def describe_holder(path: Path) -> str:
-    """``pid 123 on host h, started 2026-…`` from a lock's holder file (or why it is unknown)."""
-    info = _read_holder(path)
-    if info is None:
-        return "holder unknown: it has not written its details yet"
-    return (f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}"
-            + (f", profile {info['profile']}" if info.get("profile") else ""))
+    def lock(self, **info: Any) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
+        """Hold the run folder's lock while the block runs (see :func:`medslm.runlock.hold_lock`): yields the holder
+        info of a previous run that died without releasing it, else None; a second run raises :class:`RunDirBusy`."""
+        return hold_lock(self.path, **info)
 
 
 _STEP_DIR_CLASSES: dict[str, type[StepDir]] = {
