@@ -10,6 +10,7 @@ import torch
 from conftest import build_tiny_model_dir
 
 from medslm.align import AlignRecipe, check_chat_template, read_dpo_rows, read_sft_rows, synthesize_files
+from medslm.align.trainers import dpo_trainer
 from medslm.params import AlignParams, RunParams
 from medslm.rundir import JsonlError, RunDir, write_jsonl
 
@@ -27,9 +28,15 @@ def _sft_rows(n: int = 16) -> list[dict]:
 
 
 def _dpo_rows(n: int = 16) -> list[dict]:
-    return [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
-             "rejected": [{"role": "assistant", "content": f"{a} {a} Well, in English: it depends on many things."}],
-             "rejection": "verbose"} for q, a in (QUESTIONS[i % 4] for i in range(n))]
+    """Pairs whose rejected answer is verbose (labelled so, as 05 does) or wrong (every other pair: no label)."""
+    rows = []
+    for i in range(n):
+        q, a = QUESTIONS[i % 4]
+        verbose = i % 2 == 0
+        worse = f"{a} {a} Well, in English: it depends on many things." if verbose else "Paracetamol."
+        rows.append({"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+                     "rejected": [{"role": "assistant", "content": worse}], **({"rejection": "verbose"} if verbose else {})})
+    return rows
 
 
 
@@ -78,6 +85,17 @@ def test_dpo_reference_is_frozen_and_policy_moves(run_dir):
     assert moved, "the policy did not change"
     assert all(torch.equal(p.detach(), reference[n]) for n, p in trainer.ref_model.named_parameters())
     assert 0 <= summary["heldout"]["preference_accuracy"] <= 1 and summary["reward_curve"]
+    # held-out figures per rejection kind (unlabelled pairs grouped apart); weighted by pairs they are trl's own
+    # figures over the whole held-out set (one batch of 4 here, so the weighting is exact)
+    by_kind = summary["heldout_by_rejection"]
+    assert {kind: figures["pairs"] for kind, figures in by_kind.items()} == {"unlabelled": 2, "verbose": 2}
+    whole = dpo_trainer(trainer.model, trainer.ref_model, recipe.tokenizer, recipe.dataset("dpo_train"),
+                        recipe.dataset("dpo_test"), recipe.dpo_config()).evaluate()
+    for name, key in (("preference_accuracy", "rewards/accuracies"), ("reward_margin", "rewards/margins")):
+        assert summary["heldout"][name] == pytest.approx(whole[f"eval_{key}"], rel=1e-4, abs=1e-6), name
+    # the loss's sft term (RPO) is a mean over tokens, not pairs: weighting by pairs is close, not exact
+    assert summary["heldout"]["loss"] == pytest.approx(whole["eval_loss"], rel=0.01)
+    assert by_kind["verbose"]["reward_margin"] != by_kind["unlabelled"]["reward_margin"]  # really two evaluations
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])

@@ -13,6 +13,7 @@ from medslm.rundir import JsonlError, iter_jsonl_numbered
 
 ROLES = ("system", "user", "assistant")
 GENERATION_MARKER = "{% generation %}"
+UNLABELLED = "unlabelled"  # the rejection kind of a DPO row that names none
 
 
 def _check_messages(value: Any, where: str, field: str, need_assistant: bool) -> None:
@@ -59,6 +60,15 @@ def as_dataset(rows: list[dict[str, Any]], fields: tuple[str, ...]):
     from datasets import Dataset
 
     return Dataset.from_list([{k: row[k] for k in fields} for row in rows])
+
+
+def by_rejection(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """DPO rows grouped by what made the rejected answer worse (05_synthesize's ``rejection`` field: wrong_fact,
+    verbose, wrong_language, …; ``unlabelled`` for rows without one), kinds in sorted order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get("rejection") or UNLABELLED), []).append(row)
+    return dict(sorted(groups.items()))
 
 
 def check_chat_template(tokenizer: Any, assistant_only_loss: bool) -> None:

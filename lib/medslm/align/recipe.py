@@ -17,7 +17,7 @@ from typing import Any
 
 from medslm import cards
 from medslm.align.checks import answer, probe_scores, sample_rows, summarize
-from medslm.align.data import as_dataset, check_chat_template, read_dpo_rows, read_sft_rows
+from medslm.align.data import as_dataset, by_rejection, check_chat_template, read_dpo_rows, read_sft_rows
 from medslm.align.trainers import (
     dpo_config,
     dpo_trainer,
@@ -45,6 +45,8 @@ STAGES = {"sft_dpo": ("sft", "dpo"), "sft_only": ("sft",), "dpo_only": ("dpo",)}
 # Knobs that do not change what is trained (a run differing only in these may resume the other's checkpoints).
 NOT_FINGERPRINTED = {"resume", "save_steps", "logging_steps", "check_examples", "max_new_tokens", "stages",
                      "projection_batches", "warn_projected_minutes"}
+DPO_FIELDS = ("prompt", "chosen", "rejected")
+HELDOUT_FIGURES = {"preference_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins", "loss": "loss"}
 SFT_CAPS = "sft_max_examples or sft_epochs (fewer steps), or max_length / sft_batch_size (fewer tokens per step)"
 
 
@@ -52,6 +54,14 @@ def synthesize_files(run: RunDir) -> dict[str, Path]:
     """05_synthesize's files that 06_align reads (SFT messages and DPO pairs, train and held-out test)."""
     folders = {"sft": run.synthesize.sft, "dpo": run.synthesize.dpo}
     return {f"{kind}_{split}": folders[kind] / f"{split}.jsonl" for kind in folders for split in ("train", "test")}
+
+
+def pair_weighted(by_kind: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The held-out figures over all pairs: each kind's figure weighted by its number of pairs (exact for reward
+    accuracy and margin, which are means over pairs; close for a loss with trl's ``sft`` term, a mean over tokens)."""
+    pairs = sum(figures["pairs"] for figures in by_kind.values())
+    return {name: sum(figures[name] * figures["pairs"] for figures in by_kind.values()) / pairs
+            for name in HELDOUT_FIGURES}
 
 
 class AlignRecipe:
@@ -103,9 +113,14 @@ class AlignRecipe:
     def dataset(self, key: str):
         """A ``datasets.Dataset`` of ``sft_train`` (messages) or ``dpo_train``/``dpo_test`` (prompt/chosen/rejected);
         training sets are capped at ``sft_max_examples``/``dpo_max_pairs`` (a seeded sample)."""
-        fields = ("messages",) if key.startswith("sft") else ("prompt", "chosen", "rejected")
+        fields = ("messages",) if key.startswith("sft") else DPO_FIELDS
         cap = {"sft_train": self.params.sft_max_examples, "dpo_train": self.params.dpo_max_pairs}.get(key, 0)
         return as_dataset(sample_rows(self.rows[key], cap, self.settings.seed, key) if cap else self.rows[key], fields)
+
+    def dpo_eval_sets(self) -> dict[str, Any]:
+        """The held-out pairs as one ``datasets.Dataset`` per rejection kind (trl evaluates each on its own, so the
+        reward accuracy says which kinds of worse answer DPO learned to tell apart)."""
+        return {kind: as_dataset(rows, DPO_FIELDS) for kind, rows in by_rejection(self.rows["dpo_test"]).items()}
 
     # ---------------------------------------------------------------------------------------------- training
 
@@ -153,7 +168,7 @@ class AlignRecipe:
         source = self.stage_input("dpo")
         model = load_policy(self.params, source, self.device)
         reference = load_reference(self.params, source, self.device)
-        return dpo_trainer(model, reference, self.tokenizer, self.dataset("dpo_train"), self.dataset("dpo_test"),
+        return dpo_trainer(model, reference, self.tokenizer, self.dataset("dpo_train"), self.dpo_eval_sets(),
                            self.dpo_config(), peft_config(self.params))
 
     def train(self, stage: str, trainer: Any) -> dict[str, Any]:
@@ -170,12 +185,20 @@ class AlignRecipe:
         if stage == "dpo":
             history = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
             summary["reward_curve"] = [(int(h["step"]), h["rewards/accuracies"], h["rewards/margins"]) for h in history]
-            held = trainer.evaluate()
-            summary["heldout"] = {"preference_accuracy": held["eval_rewards/accuracies"],
-                                  "reward_margin": held["eval_rewards/margins"], "loss": held["eval_loss"]}
+            summary["heldout_by_rejection"] = self.heldout_by_rejection(trainer)
+            summary["heldout"] = pair_weighted(summary["heldout_by_rejection"])
         self.timings[f"{stage}_train_s"] = round(time.perf_counter() - start, 2)
         self.results[stage] = summary
         return summary
+
+    def heldout_by_rejection(self, trainer: Any) -> dict[str, dict[str, float]]:
+        """trl's held-out figures per rejection kind (``evaluate`` on each of :meth:`dpo_eval_sets`, as trl
+        prepared them), with the kind's number of pairs."""
+        out = {}
+        for kind, rows in by_rejection(self.rows["dpo_test"]).items():
+            metrics = trainer.evaluate(eval_dataset=kind)  # trl logs its reward figures as eval_rewards/...
+            out[kind] = {"pairs": len(rows), **{name: metrics[f"eval_{key}"] for name, key in HELDOUT_FIGURES.items()}}
+        return out
 
     def save(self, stage: str, trainer: Any) -> Path:
         """The stage's full model folder (+ adapter for lora/qlora) with a model card; frees the trainer's model."""
