@@ -4,6 +4,7 @@ task scores and judge win-rates.
 - :mod:`.mcq` — log-likelihood multiple choice (lm-eval 0.4.13 semantics, shared-context KV cache);
 - :mod:`.probes` — the toy world's probes through the same scorer;
 - :mod:`.perplexity` — held-out perplexity, loss in chunks;
+- :mod:`.copying` — in-context copying (loss on a repeated random sequence: the induction-head probe);
 - :mod:`.benchmarks` — MedQA, MedMCQA, PubMedQA, MMLU medical, MMMLU DE, Global-MMLU de, local files; k-shot;
 - :mod:`.intervals` — Wilson and bootstrap 95 % intervals;
 - :mod:`.generative` — exact match, token F1, ROUGE-L, JSON validity and field accuracy;
