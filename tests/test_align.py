@@ -10,7 +10,7 @@ import torch
 from conftest import build_tiny_model_dir
 
 from medslm.align import AlignRecipe, check_chat_template, read_dpo_rows, read_sft_rows, synthesize_files
-from medslm.align.trainers import dpo_trainer
+from medslm.align.trainers import dpo_trainer, sft_trainer
 from medslm.params import AlignParams, RunParams
 from medslm.rundir import JsonlError, RunDir, write_jsonl
 
@@ -209,3 +209,23 @@ def test_check_answers_held_out_prompts_with_the_model(run_dir):
     summary = recipe.check("start")
     assert summary["answers"] == 3 and len(recipe.answers["start"]) == 3 and 0 <= summary["task_score"] <= 1
     assert recipe.check_rows() == recipe.check_rows()  # every model answers the same sample
+
+
+def test_examples_trl_would_cut_are_counted_as_trl_tokenizes_them_and_warned(run_dir):
+    from medslm.align.data import training_lengths
+
+    recipe = _recipe(run_dir)  # max_length 512: nothing is cut, nothing said
+    assert recipe.lengths["sft_train"]["over_max_length"] == 0 and recipe.lengths["dpo_train"]["over_max_length"] == 0
+    config = recipe.sft_config()
+    config.max_length = None  # trl's own token counts, uncut
+    trainer = sft_trainer(recipe.sft_trainer().model, recipe.tokenizer, recipe.dataset("sft_train"), config)
+    ours = training_lengths(recipe.tokenizer, recipe.rows["sft_train"])
+    assert sorted(len(ids) for ids in trainer.train_dataset["input_ids"]) == sorted(ours)
+    cut_at = sorted(ours)[len(ours) // 2]
+    over = sum(n > cut_at for n in ours)
+    assert 0 < over < len(ours)
+    with pytest.warns(UserWarning, match=rf"sft/train\.jsonl: {over} of {len(ours)} examples are longer than "
+                                         rf"align\.max_length = {cut_at} tokens \(longest {max(ours)}\)"):
+        short = _recipe(run_dir, max_length=cut_at)
+    assert short.lengths["sft_train"] == {"examples": len(ours), "over_max_length": over, "longest": max(ours),
+                                          "max_length": cut_at}

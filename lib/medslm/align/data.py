@@ -71,6 +71,26 @@ def by_rejection(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return dict(sorted(groups.items()))
 
 
+def rendered_lengths(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[int]:
+    """Tokens of each conversation rendered through the chat template (what trl tokenizes and trains on)."""
+    return [len(ids) for ids in tokenizer.apply_chat_template(conversations, tokenize=True, return_dict=False)]
+
+
+def training_lengths(tokenizer: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Tokens per training example: an SFT conversation, or a DPO pair's longer side (prompt + chosen/rejected)."""
+    if "messages" in rows[0]:
+        return rendered_lengths(tokenizer, [row["messages"] for row in rows])
+    sides = [rendered_lengths(tokenizer, [row["prompt"] + row[side] for row in rows]) for side in ("chosen", "rejected")]
+    return [max(pair) for pair in zip(*sides, strict=True)]
+
+
+def length_report(lengths: list[int], max_length: int | None) -> dict[str, Any]:
+    """How many examples trl will cut at ``max_length`` (their answers lose their end), and the longest."""
+    over = sum(n > max_length for n in lengths) if max_length else 0
+    return {"examples": len(lengths), "over_max_length": over, "longest": max(lengths, default=0),
+            "max_length": max_length}
+
+
 def check_chat_template(tokenizer: Any, assistant_only_loss: bool) -> None:
     """assistant_only_loss needs ``{% generation %}`` markers in the chat template (trl masks by them)."""
     template = getattr(tokenizer, "chat_template", None)

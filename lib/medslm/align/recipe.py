@@ -12,12 +12,21 @@ from __future__ import annotations
 import gc
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from medslm import cards
 from medslm.align.checks import answer, probe_scores, sample_rows, summarize
-from medslm.align.data import as_dataset, by_rejection, check_chat_template, read_dpo_rows, read_sft_rows
+from medslm.align.data import (
+    as_dataset,
+    by_rejection,
+    check_chat_template,
+    length_report,
+    read_dpo_rows,
+    read_sft_rows,
+    training_lengths,
+)
 from medslm.align.trainers import (
     dpo_config,
     dpo_trainer,
@@ -56,6 +65,20 @@ def synthesize_files(run: RunDir) -> dict[str, Path]:
     return {f"{kind}_{split}": folders[kind] / f"{split}.jsonl" for kind in folders for split in ("train", "test")}
 
 
+def warn_if_cut(path: Path, report: dict[str, Any]) -> str | None:
+    """Warn (and tell ``medslm run``) when trl will cut examples at ``max_length``: a cut answer never ends."""
+    from medslm.progress import emit
+
+    if not report["over_max_length"]:
+        return None
+    message = (f"{path}: {report['over_max_length']} of {report['examples']} examples are longer than "
+               f"align.max_length = {report['max_length']} tokens (longest {report['longest']}); trl cuts them, so "
+               "their answers lose their end: raise max_length or shorten those examples")
+    warnings.warn(message, stacklevel=2)
+    emit(message)
+    return message
+
+
 def pair_weighted(by_kind: dict[str, dict[str, float]]) -> dict[str, float]:
     """The held-out figures over all pairs: each kind's figure weighted by its number of pairs (exact for reward
     accuracy and margin, which are means over pairs; close for a loss with trl's ``sft`` term, a mean over tokens)."""
@@ -81,6 +104,7 @@ class AlignRecipe:
         self.checks: dict[str, dict[str, Any]] = {}
         self.answers: dict[str, list[str]] = {}
         self.timings: dict[str, Any] = {}
+        self.lengths: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_context(cls, ctx: Any) -> AlignRecipe:
@@ -108,6 +132,10 @@ class AlignRecipe:
         self.data_sha256 = {key: sha256_file(files[key]) for key in self.rows}
         self.tokenizer = load_tokenizer(self.start.ref, **self.start.hub_kwargs())
         check_chat_template(self.tokenizer, self.params.assistant_only_loss and "sft" in self.stages)
+        self.lengths = {key: length_report(training_lengths(self.tokenizer, self.rows[key]), self.params.max_length)
+                        for key in ("sft_train", "dpo_train") if key in self.rows}
+        for key, report in self.lengths.items():
+            warn_if_cut(files[key], report)
         return {key: len(rows) for key, rows in self.rows.items()}
 
     def dataset(self, key: str):
@@ -283,7 +311,8 @@ class AlignRecipe:
         from medslm.notebook import write_step_metrics
 
         metrics = {"start_model": self.start.as_dict(), "stages": list(self.stages), "mode": self.params.mode,
-                   "data": {key: len(rows) for key, rows in self.rows.items()}, "results": self.results,
+                   "data": {key: len(rows) for key, rows in self.rows.items()}, "lengths": self.lengths,
+                   "results": self.results,
                    "checks": self.checks,
                    "models": {stage: str(self.out.model(stage)) for stage in self.results}}
         write_step_metrics(self.out, "align", self.params, metrics)
