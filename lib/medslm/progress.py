@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,14 @@ def emit(text: str) -> None:
         return
     with open(path, "a", encoding="utf-8") as f:
         f.write(text.replace("\n", " ") + "\n")
+
+
+def warn(message: str, stacklevel: int = 2) -> str:
+    """A ``UserWarning`` (shown in the notebook) that also reaches ``medslm run``'s terminal; returns the message.
+    ``stacklevel`` counts from the caller, as in ``warnings.warn``."""
+    warnings.warn(message, stacklevel=stacklevel + 1)
+    emit(message)
+    return message
 
 
 def duration(seconds: float) -> str:

@@ -13,7 +13,6 @@ import contextlib
 import math
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,7 +124,7 @@ def project_training(trainer: Any, batches: int = 2, start_step: int = 0) -> Pro
 def report_projection(projection: Projection | None, warn_minutes: float, caps: str) -> str | None:
     """Print the projection's line (and send it to ``medslm run``'s terminal); above ``warn_minutes`` also warn,
     naming ``caps`` (the parameters that shorten the run). Returns the warning, if any."""
-    from medslm.progress import emit
+    from medslm.progress import emit, warn
 
     if projection is None:
         return None
@@ -135,6 +134,4 @@ def report_projection(projection: Projection | None, warn_minutes: float, caps: 
         return None
     message = (f"this training run is projected to take {projection.minutes:,.0f} min, more than the "
                f"{warn_minutes:g} min of warn_projected_minutes: to shorten it, cap {caps}")
-    warnings.warn(message, stacklevel=2)
-    emit(message)
-    return message
+    return warn(message, stacklevel=2)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +66,14 @@ def synthesize_files(run: RunDir) -> dict[str, Path]:
 
 def warn_if_cut(path: Path, report: dict[str, Any]) -> str | None:
     """Warn (and tell ``medslm run``) when trl will cut examples at ``max_length``: a cut answer never ends."""
-    from medslm.progress import emit
+    from medslm.progress import warn
 
     if not report["over_max_length"]:
         return None
     message = (f"{path}: {report['over_max_length']} of {report['examples']} examples are longer than "
                f"align.max_length = {report['max_length']} tokens (longest {report['longest']}); trl cuts them, so "
                "their answers lose their end: raise max_length or shorten those examples")
-    warnings.warn(message, stacklevel=2)
-    emit(message)
-    return message
+    return warn(message, stacklevel=2)
 
 
 def pair_weighted(by_kind: dict[str, dict[str, float]]) -> dict[str, float]:
