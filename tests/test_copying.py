@@ -16,6 +16,10 @@ VOCAB = 1000
 class Uniform(torch.nn.Module):
     """Knows nothing and reads nothing: the same flat distribution everywhere."""
 
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # where the model lives, as for a real one
+
     def forward(self, ids):
         return SimpleNamespace(logits=torch.zeros(*ids.shape, VOCAB))
 

@@ -42,12 +42,10 @@ def repeated_random_tokens(vocab_size: int, length: int, sequences: int, seed: i
 
 @torch.no_grad()
 def copy_loss(model: Any, vocab_size: int, length: int = 40, sequences: int = 16, seed: int = 0) -> CopyLoss:
-    """:class:`CopyLoss` of a causal LM (called as ``model(input_ids).logits``) on repeated random sequences. The
+    """:class:`CopyLoss` of a causal LM (a torch module called as ``model(input_ids).logits``) on repeated random sequences. The
     first token of each copy is left out: it cannot be predicted from before."""
     ids = repeated_random_tokens(vocab_size, length, sequences, seed)
-    weight = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    device = weight.device if weight is not None else "cpu"
-    logits = model(ids.to(device)).logits.float().cpu()
+    logits = model(ids.to(next(model.parameters()).device)).logits.float().cpu()
     losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
     # losses[:, i] is the loss of token i + 1: tokens 1..length-1 are the first copy, length+1..2·length-1 the second
     return CopyLoss(first=float(losses[:, : length - 1].mean()), second=float(losses[:, length:].mean()),
